@@ -1,0 +1,41 @@
+"""Config of the training data (section ``data``), owned by this package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from sa_train.config.fields import param
+
+
+@dataclass
+class DataConfig:
+    """Where audio comes from and how it is decoded, cropped and captioned."""
+
+    sources: List[str] = param(
+        [],
+        "audio folders, manifests (.jsonl/.csv with path and caption) or URIs (s3://, gs://); "
+        "empty in the demo, which writes the synthetic dataset and points here",
+    )
+    latents: Optional[str] = param(
+        None, "pre-encoded latent shards (sa-train encode --out); when set, diffusion reads these instead of audio"
+    )
+    sample_rate: int = param(44100, "sample rate (Hz) audio is resampled to", min=1)
+    channels: int = param(2, "channels audio is brought to (mono is duplicated)", min=1)
+    extra_channels: str = param(
+        "downmix", "what to do with more channels than `channels`: 'downmix' or 'truncate'", choices=["downmix", "truncate"]
+    )
+    window_samples: int = param(
+        131072, "training window in samples; shorter files are padded with silence (paper: 4194304 = 95.1 s)", min=1
+    )
+    crop: str = param("random", "where the window starts in a longer file: 'random' or 'start'", choices=["random", "start"])
+    min_seconds: float = param(0.5, "files shorter than this (seconds) are skipped as bad", min=0)
+    prompt_template: str = param(
+        "{caption}", "prompt built from metadata fields, e.g. '{caption}, {genre}, {bpm} BPM'"
+    )
+    phase_flip_probability: float = param(0.0, "probability of inverting the waveform's sign (augmentation)", min=0, max=1)
+    max_bad_fraction: float = param(
+        0.01, "stop with an error when more than this fraction of files is unreadable or invalid", min=0, max=1
+    )
+    read_parallelism: int = param(0, "Ray Data tasks that decode audio; 0 = Ray decides", min=0)
+    prefetch_batches: int = param(2, "batches prefetched per worker", min=0)

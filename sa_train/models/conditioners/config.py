@@ -1,0 +1,60 @@
+"""Config of the conditioners (section ``model.conditioning``): the frozen text encoder and the
+timing (seconds_start, seconds_total) embeddings, owned by this package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from sa_train.config.fields import param, section
+
+TEXT_ENCODER_KINDS = ("embedded", "clap", "clap_laion", "t5")
+TIMING_KINDS = ("per_second", "fourier", "none")
+
+
+@dataclass
+class TextEncoderConfig:
+    """A frozen text encoder whose hidden states of one layer become cross-attention tokens."""
+
+    kind: str = param(
+        "embedded",
+        "'embedded': the built-in byte-level T5 encoder (no download); 'clap': any CLAP checkpoint; "
+        "'clap_laion': the public LAION CLAP; 't5': a T5 encoder",
+        choices=TEXT_ENCODER_KINDS,
+    )
+    name_or_path: Optional[str] = param(
+        None,
+        "hub id or local folder for from_pretrained; default per kind (clap_laion: "
+        "laion/clap-htsat-unfused, t5: t5-base); required for 'clap'",
+    )
+    layer: int = param(-2, "hidden-state layer used as features (-1 = last, -2 = penultimate, as the paper)")
+    max_length: int = param(77, "tokens per prompt (padded and truncated), paper: 77", min=1)
+    half_precision: bool = param(False, "keep the frozen weights in float16 (GPU) to save memory")
+    local_files_only: bool = param(False, "never reach the hub, even for a hub id (offline clusters)")
+    embedded_width: int = param(128, "hidden width of the embedded encoder", min=8)
+    embedded_layers: int = param(2, "transformer layers of the embedded encoder", min=1)
+    embedded_seed: int = param(0, "seed that initialises the embedded encoder's frozen weights")
+
+
+@dataclass
+class TimingConfig:
+    """Embeddings of seconds_start and seconds_total, one token each after the text tokens."""
+
+    kind: str = param(
+        "per_second",
+        "'per_second': a learned embedding per integer second (paper); 'fourier': learned Fourier "
+        "features of seconds / max_seconds and a linear layer; 'none': no timing conditioning",
+        choices=TIMING_KINDS,
+    )
+    max_seconds: int = param(512, "seconds are clamped to 0..max_seconds (paper: 512)", min=1)
+    global_condition: bool = param(
+        False, "also feed the timing embeddings as a global conditioning vector (added to the time embedding)"
+    )
+
+
+@dataclass
+class ConditioningConfig:
+    """Everything the U-Net is conditioned on, besides the diffusion time."""
+
+    text_encoder: TextEncoderConfig = section(TextEncoderConfig, "the frozen text encoder")
+    timing: TimingConfig = section(TimingConfig, "the timing embeddings")

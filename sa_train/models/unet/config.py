@@ -1,0 +1,52 @@
+"""Config of the 1D U-Net with self- and cross-attention (section ``model.unet``), owned by this package.
+
+The defaults are the tiny CPU U-Net of the embedded demo; ``configs/model/stable_audio_1_0`` sets
+the paper's 907M U-Net (width 256, multipliers [4, 4, 4, 5, 5], factors [1, 2, 2, 4], ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+from sa_train.config.fields import param
+
+ATTENTION_BACKENDS = ("auto", "xformers", "sdpa", "math")
+
+
+@dataclass
+class UNetConfig:
+    """A 1D U-Net: levels of ResNet blocks and transformer blocks, a bottleneck, and the mirror path."""
+
+    in_channels: int = param(16, "input (and output) channels: the autoencoder's latent channels, or audio channels", min=1)
+    base_width: int = param(32, "base channel width; level widths are base_width x multipliers (paper: 256)", min=1)
+    multipliers: List[int] = param(
+        [1, 2, 2], "width multipliers: one per level, the last one is the bottleneck (paper: [4, 4, 4, 5, 5])", min=1
+    )
+    factors: List[int] = param(
+        [1, 2], "downsampling factor of each level (len = len(multipliers) - 1; paper: [1, 2, 2, 4])", min=1
+    )
+    resnet_blocks: int = param(2, "ResNet blocks per level (paper: 2)", min=1)
+    attention_blocks: List[int] = param(
+        [0, 1, 1],
+        "transformer blocks (self-attn, cross-attn, feed-forward) per level, last = bottleneck (paper: [1, 3, 3, 3, 3])",
+        min=0,
+    )
+    num_heads: int = param(4, "attention heads (paper: 16)", min=1)
+    context_width: int = param(64, "width of the cross-attention context tokens (paper: 768)", min=1)
+    feedforward_multiplier: int = param(2, "hidden width of the feed-forward = width x this", min=1)
+    time_embedding_width: int = param(128, "width of the diffusion-time embedding", min=2)
+    attention_backend: str = param(
+        "auto",
+        "'auto': xformers on CUDA when installed, else sdpa; 'xformers', 'sdpa' or 'math' to force one",
+        choices=ATTENTION_BACKENDS,
+    )
+    gradient_checkpointing: bool = param(False, "recompute each block's activations in backward to save memory")
+
+    @property
+    def downsampling(self) -> int:
+        """Total downsampling of the U-Net (the product of factors)."""
+        total = 1
+        for f in self.factors:
+            total *= f
+        return total
