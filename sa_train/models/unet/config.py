@@ -21,7 +21,10 @@ class UNetConfig:
     in_channels: int = param(16, "input (and output) channels: the autoencoder's latent channels, or audio channels", min=1)
     base_width: int = param(32, "base channel width; level widths are base_width x multipliers (paper: 256)", min=1)
     multipliers: List[int] = param(
-        [1, 2, 2], "width multipliers: one per level, the last one is the bottleneck (paper: [4, 4, 4, 5, 5])", min=1
+        [1, 2, 2],
+        "width multipliers: the first sets the input stem's width, entry i + 1 the width of level i, "
+        "the last one is the bottleneck (paper: [4, 4, 4, 5, 5])",
+        min=1,
     )
     factors: List[int] = param(
         [1, 2], "downsampling factor of each level (len = len(multipliers) - 1; paper: [1, 2, 2, 4])", min=1
@@ -34,8 +37,19 @@ class UNetConfig:
     )
     num_heads: int = param(4, "attention heads (paper: 16)", min=1)
     context_width: int = param(64, "width of the cross-attention context tokens (paper: 768)", min=1)
-    feedforward_multiplier: int = param(2, "hidden width of the feed-forward = width x this", min=1)
-    time_embedding_width: int = param(128, "width of the diffusion-time embedding", min=2)
+    feedforward_multiplier: int = param(2, "hidden width of the feed-forward = width x this (paper: 4)", min=1)
+    time_embedding_width: int = param(
+        128, "learned Fourier features of the diffusion time (sin + cos; even; paper: 256)", min=2
+    )
+    modulation_width: int = param(
+        128,
+        "width of the conditioning vector (time embedding + global conditioning) that every ResNet block "
+        "maps to a scale and shift (paper: 1024 = 4 x base_width)",
+        min=1,
+    )
+    norm_groups: int = param(
+        8, "GroupNorm groups in the ResNet blocks and before each transformer stack; divides every width (paper: 16)", min=1
+    )
     attention_backend: str = param(
         "auto",
         "'auto': xformers on CUDA when installed, else sdpa; 'xformers', 'sdpa' or 'math' to force one",
