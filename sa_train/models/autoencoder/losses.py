@@ -1,0 +1,153 @@
+"""Per-example losses of the autoencoder stage: multi-resolution STFT (plain and stereo),
+hinge adversarial losses and feature matching. Every loss returns shape (batch,); the caller
+reduces.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+# Magnitudes below this are clamped before the log, so silence gives a finite log-magnitude.
+LOG_EPS = 1e-7
+
+
+def a_weighting(frequencies: torch.Tensor) -> torch.Tensor:
+    """Linear A-weighting gain of each frequency (Hz), normalised to 1 at 1 kHz (IEC 61672).
+
+    frequencies: (bins,) -> (bins,)
+    """
+
+    def response(f: torch.Tensor) -> torch.Tensor:
+        f2 = f * f
+        return (12194.0**2 * f2 * f2) / (
+            (f2 + 20.6**2) * torch.sqrt((f2 + 107.7**2) * (f2 + 737.9**2)) * (f2 + 12194.0**2)
+        )
+
+    return response(frequencies.double()) / response(torch.tensor(1000.0, dtype=torch.float64))
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Spectral convergence + log-magnitude L1 at several FFT sizes (hop FFT/4, Hann window),
+    averaged over the resolutions.
+
+    prediction, target: (batch, samples) or (batch, channels, samples) -> (batch,)
+    """
+
+    def __init__(self, fft_sizes: Sequence[int], sample_rate: int = 44100, perceptual_weighting: bool = False) -> None:
+        super().__init__()
+        if not fft_sizes:
+            raise ValueError("model.autoencoder.losses.stft_fft_sizes is empty; give at least one FFT size")
+        self.fft_sizes = [int(n) for n in fft_sizes]
+        self.sample_rate = sample_rate
+        self.perceptual_weighting = perceptual_weighting
+
+    def _magnitude(self, audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """audio: (rows, samples) -> (rows, bins, frames), A-weighted if configured."""
+        window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
+        spec = torch.stft(audio, n_fft, hop_length=n_fft // 4, window=window, center=True,
+                          pad_mode="constant", return_complex=True)
+        # The clamp keeps the gradient of sqrt finite at exact zeros.
+        magnitude = (spec.real.square() + spec.imag.square()).clamp_min(LOG_EPS**2).sqrt()
+        if self.perceptual_weighting:
+            bins = torch.linspace(0, self.sample_rate / 2, n_fft // 2 + 1, device=audio.device)
+            magnitude = magnitude * a_weighting(bins).to(magnitude.dtype)[:, None]
+        return magnitude
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
+        batch = prediction.shape[0]
+        # STFTs in float32: half precision loses the quiet bins the log term is about.
+        pred = prediction.reshape(-1, prediction.shape[-1]).float()
+        true = target.reshape(-1, target.shape[-1]).float()
+        total = prediction.new_zeros(batch, dtype=torch.float32)
+        for n_fft in self.fft_sizes:
+            pred_mag, true_mag = self._magnitude(pred, n_fft), self._magnitude(true, n_fft)
+            pred_mag, true_mag = pred_mag.reshape(batch, -1), true_mag.reshape(batch, -1)
+            # Spectral convergence: relative error of the magnitudes (loud parts dominate).
+            convergence = torch.linalg.vector_norm(true_mag - pred_mag, dim=1) / (
+                torch.linalg.vector_norm(true_mag, dim=1) + LOG_EPS
+            )
+            # Log-magnitude L1: every bin counts, so quiet detail is learned too.
+            log_distance = (true_mag.clamp_min(LOG_EPS).log() - pred_mag.clamp_min(LOG_EPS).log()).abs().mean(dim=1)
+            total = total + convergence + log_distance
+        return total / len(self.fft_sizes)
+
+
+class StereoSTFTLoss(nn.Module):
+    """The STFT loss of the paper for stereo: on mid (L+R) and side (L-R), weight ``mid_side_weight``
+    on their mean, plus on left and on right with ``left_right_weight`` each. Any other channel
+    count gets the plain loss averaged over its channels.
+
+    prediction, target: (batch, channels, samples) -> (batch,)
+    """
+
+    def __init__(self, fft_sizes: Sequence[int], sample_rate: int = 44100, perceptual_weighting: bool = False,
+                 mid_side_weight: float = 1.0, left_right_weight: float = 0.5) -> None:
+        super().__init__()
+        self.stft = MultiResolutionSTFTLoss(fft_sizes, sample_rate, perceptual_weighting)
+        self.mid_side_weight = mid_side_weight
+        self.left_right_weight = left_right_weight
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if prediction.dim() != 3:
+            raise ValueError(f"expected audio of shape (batch, channels, samples), got {tuple(prediction.shape)}")
+        if prediction.shape[1] != 2:
+            return self.stft(prediction, target)
+        pl, pr = prediction[:, 0], prediction[:, 1]
+        tl, tr = target[:, 0], target[:, 1]
+        mid_side = 0.5 * (self.stft(pl + pr, tl + tr) + self.stft(pl - pr, tl - tr))
+        left_right = self.stft(pl, tl) + self.stft(pr, tr)
+        return self.mid_side_weight * mid_side + self.left_right_weight * left_right
+
+
+def _per_example_mean(x: torch.Tensor) -> torch.Tensor:
+    """(batch, ...) -> (batch,)"""
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+def hinge_discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Hinge loss of the discriminator, summed over scales: relu(1 - D(real)) + relu(1 + D(fake)).
+
+    real_logits, fake_logits: one (batch, ...) tensor per scale -> (batch,)
+    """
+    losses = [
+        _per_example_mean(torch.relu(1 - real)) + _per_example_mean(torch.relu(1 + fake))
+        for real, fake in zip(real_logits, fake_logits, strict=True)
+    ]
+    return torch.stack(losses).sum(dim=0)
+
+
+def hinge_generator_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Generator side of the hinge GAN, summed over scales: -D(fake) (unbounded below, as the reference).
+
+    fake_logits: one (batch, ...) tensor per scale -> (batch,)
+    """
+    return torch.stack([-_per_example_mean(fake) for fake in fake_logits]).sum(dim=0)
+
+
+def feature_matching_loss(real_features: Sequence[Sequence[torch.Tensor]],
+                          fake_features: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """L1 between the discriminator's feature maps on real and on fake audio: mean over the layers
+    of a scale, summed over scales.
+
+    real_features, fake_features: per scale, per layer a (batch, ...) tensor -> (batch,)
+    """
+    per_scale = []
+    for real_maps, fake_maps in zip(real_features, fake_features, strict=True):
+        distances = [_per_example_mean((r - f).abs()) for r, f in zip(real_maps, fake_maps, strict=True)]
+        per_scale.append(torch.stack(distances).mean(dim=0))
+    return torch.stack(per_scale).sum(dim=0)
+
+
+__all__ = [
+    "MultiResolutionSTFTLoss",
+    "StereoSTFTLoss",
+    "a_weighting",
+    "feature_matching_loss",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
+]

@@ -1,0 +1,202 @@
+"""Behaviour of the autoencoder's training losses and the multi-scale STFT discriminator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sa_train.models.autoencoder.config import AutoencoderConfig, AutoencoderLossConfig
+from sa_train.models.autoencoder.discriminator import MultiScaleSTFTDiscriminator
+from sa_train.models.autoencoder.losses import (
+    MultiResolutionSTFTLoss,
+    StereoSTFTLoss,
+    a_weighting,
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+)
+from sa_train.models.autoencoder.training_losses import AutoencoderLosses, build_discriminator
+from sa_train.models.autoencoder.vae import AutoencoderVAE
+
+torch.set_num_threads(1)
+
+FFT_SIZES = [256, 64, 32]
+
+
+def tone(samples: int, freq: float = 440.0, sample_rate: int = 44100, phase: float = 0.0) -> torch.Tensor:
+    t = torch.arange(samples) / sample_rate
+    return torch.sin(2 * math.pi * freq * t + phase)
+
+
+def stereo_tone(samples: int = 4096) -> torch.Tensor:
+    """(1, 2, samples): a 440 Hz tone, quieter and phase-shifted on the right."""
+    return torch.stack([0.5 * tone(samples), 0.3 * tone(samples, phase=0.5)])[None]
+
+
+@pytest.mark.parametrize("weighting", [False, True])
+def test_stft_loss_is_zero_for_identical_inputs_and_positive_otherwise(weighting):
+    torch.manual_seed(0)
+    loss = MultiResolutionSTFTLoss(FFT_SIZES, perceptual_weighting=weighting)
+    audio = torch.randn(3, 2, 2048) * 0.3
+    assert torch.allclose(loss(audio, audio), torch.zeros(3), atol=1e-6)
+    other = audio + 0.1 * torch.randn_like(audio)
+    value = loss(other, audio)
+    assert value.shape == (3,)
+    assert torch.all(value > 0)
+
+
+def test_stft_loss_grows_with_the_error():
+    torch.manual_seed(0)
+    loss = MultiResolutionSTFTLoss(FFT_SIZES)
+    audio = torch.randn(1, 1, 2048) * 0.3
+    noise = torch.randn_like(audio)
+    small, large = loss(audio + 0.01 * noise, audio), loss(audio + 0.3 * noise, audio)
+    assert large.item() > small.item()
+
+
+def test_stft_loss_is_per_example():
+    torch.manual_seed(0)
+    loss = MultiResolutionSTFTLoss(FFT_SIZES)
+    audio = torch.randn(2, 1, 2048) * 0.3
+    fake = audio.clone()
+    fake[1] += 0.2 * torch.randn_like(fake[1])
+    value = loss(fake, audio)
+    assert value[0].abs() < 1e-6 and value[1] > 0
+
+
+def test_a_weighting_is_unity_at_1khz_and_attenuates_low_frequencies():
+    gains = a_weighting(torch.tensor([50.0, 1000.0, 3000.0]))
+    assert gains[1] == pytest.approx(1.0)
+    assert gains[0] < 0.1  # about -30 dB at 50 Hz
+    assert gains[2] > 1.0  # A-weighting peaks between 2 and 4 kHz
+
+
+def test_stereo_loss_weights_mid_side_and_left_right():
+    torch.manual_seed(0)
+    real = torch.randn(2, 2, 2048) * 0.3
+    fake = real + 0.1 * torch.randn_like(real)
+    base = MultiResolutionSTFTLoss(FFT_SIZES)
+    mid_side_only = StereoSTFTLoss(FFT_SIZES, mid_side_weight=1.0, left_right_weight=0.0)(fake, real)
+    left_right_only = StereoSTFTLoss(FFT_SIZES, mid_side_weight=0.0, left_right_weight=1.0)(fake, real)
+    both = StereoSTFTLoss(FFT_SIZES, mid_side_weight=1.0, left_right_weight=0.5)(fake, real)
+    expected_lr = base(fake[:, 0], real[:, 0]) + base(fake[:, 1], real[:, 1])
+    assert torch.allclose(left_right_only, expected_lr, rtol=1e-5)
+    assert torch.allclose(both, mid_side_only + 0.5 * left_right_only, rtol=1e-5)
+    assert torch.all(mid_side_only > 0)
+
+
+def test_stereo_loss_on_mono_is_the_plain_loss():
+    torch.manual_seed(0)
+    real = torch.randn(2, 1, 2048) * 0.3
+    fake = real + 0.1 * torch.randn_like(real)
+    stereo = StereoSTFTLoss(FFT_SIZES)(fake, real)
+    assert torch.allclose(stereo, MultiResolutionSTFTLoss(FFT_SIZES)(fake, real))
+
+
+def test_discriminator_returns_logits_and_features_per_scale():
+    disc = MultiScaleSTFTDiscriminator(2, fft_sizes=[256, 128], filters=4)
+    logits, features = disc(torch.randn(3, 2, 2048))
+    assert len(logits) == 2 and len(features) == 2
+    for n_fft, scale_logits, scale_features in zip([256, 128], logits, features):
+        frames, bins = 2048 // (n_fft // 4) + 1, n_fft // 2 + 1
+        assert scale_logits.shape[:3] == (3, 1, frames)
+        assert scale_logits.shape[3] == math.ceil(bins / 8)  # three frequency strides of 2
+        assert len(scale_features) == 5
+        assert all(f.shape[:2] == (3, 4) and f.shape[2] == frames for f in scale_features)
+
+
+def test_discriminator_rejects_the_wrong_channel_count():
+    disc = MultiScaleSTFTDiscriminator(2, fft_sizes=[128], filters=4)
+    with pytest.raises(ValueError, match=r"\(batch, 2, samples\)"):
+        disc(torch.randn(1, 1, 1024))
+
+
+def test_hinge_losses_have_their_textbook_values():
+    confident_real = [torch.full((2, 1, 3, 4), 2.0)]
+    confident_fake = [torch.full((2, 1, 3, 4), -2.0)]
+    assert torch.equal(hinge_discriminator_loss(confident_real, confident_fake), torch.zeros(2))
+    unsure = [torch.zeros(2, 1, 3, 4)]
+    assert torch.allclose(hinge_discriminator_loss(unsure, unsure), torch.full((2,), 2.0))
+    # Summed over scales.
+    assert torch.allclose(hinge_discriminator_loss(unsure * 3, unsure * 3), torch.full((2,), 6.0))
+    assert torch.allclose(hinge_generator_loss(confident_fake), torch.full((2,), 2.0))
+    assert torch.allclose(hinge_generator_loss(confident_real), torch.full((2,), -2.0))
+
+
+def test_feature_matching_is_zero_for_equal_features_and_per_example():
+    real = [[torch.ones(2, 3, 4, 5), torch.ones(2, 3, 2, 5)]]
+    fake = [[torch.ones(2, 3, 4, 5), torch.ones(2, 3, 2, 5)]]
+    assert torch.equal(feature_matching_loss(real, fake), torch.zeros(2))
+    fake[0][0][1] += 0.5
+    value = feature_matching_loss(real, fake)
+    assert value[0] == 0 and value[1] == pytest.approx(0.25)  # layer mean of (0.5, 0)
+
+
+def small_loss_config() -> AutoencoderLossConfig:
+    cfg = AutoencoderLossConfig()
+    cfg.stft_fft_sizes = FFT_SIZES
+    cfg.discriminator_fft_sizes = [256, 128]
+    cfg.discriminator_filters = 4
+    return cfg
+
+
+def test_generator_losses_give_per_example_terms_and_a_weighted_total():
+    torch.manual_seed(0)
+    ae_cfg = AutoencoderConfig()
+    ae_cfg.losses = small_loss_config()
+    losses, disc = AutoencoderLosses(ae_cfg.losses), build_discriminator(ae_cfg)
+    real = torch.randn(2, 2, 2048) * 0.3
+    fake = (real + 0.1 * torch.randn_like(real)).requires_grad_()
+    kl = torch.tensor([1.0, 2.0])
+    out = losses.generator_losses(real, fake, kl, disc, adversarial=True)
+    assert set(out) == {"stft", "kl", "adversarial", "feature_matching", "total"}
+    assert all(v.shape == (2,) for v in out.values())
+    w = ae_cfg.losses
+    expected = out["stft"] + w.kl_weight * kl + w.adversarial_weight * out["adversarial"] \
+        + w.feature_matching_weight * out["feature_matching"]
+    assert torch.allclose(out["total"], expected)
+    assert torch.all(out["feature_matching"] > 0)
+    out["total"].sum().backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+    warm_up = losses.generator_losses(real, fake, kl, disc, adversarial=False)
+    assert torch.equal(warm_up["adversarial"], torch.zeros(2))
+    assert torch.equal(warm_up["feature_matching"], torch.zeros(2))
+
+
+def test_discriminator_losses_train_only_the_discriminator():
+    torch.manual_seed(0)
+    ae_cfg = AutoencoderConfig()
+    ae_cfg.losses = small_loss_config()
+    losses, disc = AutoencoderLosses(ae_cfg.losses), build_discriminator(ae_cfg)
+    real = torch.randn(2, 2, 2048) * 0.3
+    fake = (real + 0.1 * torch.randn_like(real)).requires_grad_()
+    out = losses.discriminator_losses(real, fake, disc)
+    assert out["total"].shape == (2,) and torch.all(out["total"] >= 0)
+    out["total"].mean().backward()
+    assert fake.grad is None
+    assert all(p.grad is not None for p in disc.parameters())
+
+
+@pytest.mark.slow
+def test_tiny_vae_fits_one_short_clip():
+    """A few hundred Adam steps on one 440 Hz stereo clip must cut the STFT loss by more than half."""
+    torch.manual_seed(0)
+    cfg = AutoencoderConfig()
+    vae = AutoencoderVAE(cfg)
+    losses = AutoencoderLosses(cfg.losses)
+    clip = stereo_tone(8192)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    history = []
+    for _ in range(200):
+        out = vae(clip)
+        terms = losses.generator_losses(clip, out.reconstruction, out.kl, discriminator=None, adversarial=False)
+        terms["total"].mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append(terms["stft"].item())
+    initial, final = history[0], sum(history[-10:]) / 10
+    assert math.isfinite(final)
+    assert final < 0.5 * initial, f"STFT loss went from {initial:.3f} to {final:.3f}"
