@@ -1,0 +1,86 @@
+"""DeepSpeed engines and what the tasks need around them: agreement on finite losses across ranks,
+full fp32 weights under any ZeRO stage, and the EMA under ZeRO-3."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from sa_train.config import ExperimentConfig
+from sa_train.training.config import OptimizerConfig
+from sa_train.training.deepspeed_config import build_deepspeed_config
+from sa_train.training.lr_schedule import lr_multiplier
+
+
+def make_engine(
+    model: nn.Module, cfg: ExperimentConfig, optimizer: OptimizerConfig, world_size: int, on_gpu: bool
+) -> "deepspeed.DeepSpeedEngine":
+    """Wrap the trainable parameters of ``model`` in a DeepSpeed engine with its optimizer and lr schedule."""
+    config = build_deepspeed_config(cfg, optimizer, world_size, on_gpu)
+    schedule = lr_multiplier(cfg.training.lr_schedule, cfg.training.steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=params,
+        config=config,
+        lr_scheduler=lambda opt: LambdaLR(opt, schedule),
+        dist_init_required=False,
+    )
+    return engine
+
+
+def agree_all_finite(*values: torch.Tensor) -> bool:
+    """True when every value is finite on every rank: all ranks then take the same branch."""
+    finite = all(bool(torch.isfinite(v.detach()).all()) for v in values)
+    flag = torch.tensor([1.0 if finite else 0.0])
+    if dist.is_available() and dist.is_initialized():
+        backend = dist.get_backend()
+        if backend == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0.5)
+
+
+@contextlib.contextmanager
+def gathered_parameters(engine) -> Iterator[nn.Module]:
+    """The engine's module with full parameters (a no-op unless ZeRO-3 partitions them); collective."""
+    if engine.zero_optimization_stage() == 3:
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield engine.module
+    else:
+        yield engine.module
+
+
+def full_fp32_state_dict(engine) -> dict[str, torch.Tensor]:
+    """Consolidated fp32 weights of the engine's module (collective under ZeRO-3; every rank calls it).
+
+    Uses the fp32 master weights where DeepSpeed keeps them (bf16/fp16 training, ZeRO-1/2/3), so an
+    export is exact, and the module's tensors otherwise.
+    """
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    module = engine.module
+    params = dict(module.named_parameters())
+    out: dict[str, torch.Tensor] = {}
+    stage3 = engine.zero_optimization_stage() == 3
+    state = module.state_dict()
+    for name in state.keys():
+        if name in params:
+            p = params[name]
+            full = safe_get_full_fp32_param(p) if (p.requires_grad and engine.zero_optimization_stage() > 0) else None
+            if full is None:
+                if stage3:
+                    with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                        full = p.detach().clone()
+                else:
+                    full = p.detach()
+            out[name] = full.detach().float().cpu().clone()
+        else:
+            out[name] = state[name].detach().cpu().clone()
+    return out

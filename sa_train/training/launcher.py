@@ -1,0 +1,172 @@
+"""The driver side of a training run: validated config -> Ray Train TorchTrainer -> export.
+
+Starts a local Ray instance when there is no cluster (or joins RAY_ADDRESS / `ray job submit`),
+creates or continues the MLflow run, hands the datasets to the trainer, fits, and exports the
+final checkpoint into ``<storage>/<run>/exported``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from sa_train.config import ExperimentConfig, to_flat_dict, to_yaml
+from sa_train.training.deepspeed_config import micro_batch_size
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainRunResult:
+    run_name: str
+    run_dir: str
+    checkpoint: Optional[str]
+    exported: Optional[str]
+    mlflow_run_id: Optional[str]
+    tracking_uri: Optional[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"run {self.run_name}: {self.run_dir}", f"  last checkpoint: {self.checkpoint}"]
+        if self.exported:
+            lines.append(f"  exported model: {self.exported}")
+        if self.mlflow_run_id:
+            lines.append(f"  MLflow run {self.mlflow_run_id} at {self.tracking_uri}")
+        if self.metrics:
+            lines.append("  final: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.metrics.items()))
+        return "\n".join(lines)
+
+
+def default_run_name(cfg: ExperimentConfig) -> str:
+    return f"{cfg.training.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def storage_root(cfg: ExperimentConfig) -> str:
+    path = cfg.storage.path
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def use_gpu(cfg: ExperimentConfig) -> bool:
+    if cfg.distributed.device != "auto":
+        return cfg.distributed.device == "gpu"
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def build_train_dataset(cfg: ExperimentConfig):
+    """The Ray Data dataset of training examples: latent shards, or audio decoded and cropped."""
+    if cfg.training.stage == "diffusion" and cfg.data.latents:
+        from sa_train.data.latents import build_latent_dataset
+        from sa_train.export import load_exported
+
+        identity = None
+        if cfg.model.autoencoder.pretrained:
+            identity = load_exported(cfg.model.autoencoder.pretrained, expect_stage="autoencoder").identity
+        return build_latent_dataset(cfg.data, identity, cfg.model.autoencoder.downsampling, seed=cfg.training.seed)
+    from sa_train.data.pipeline import build_audio_dataset, load_records
+
+    records = load_records(cfg.data)  # a missing or empty source fails here, before any worker starts
+    if not records:
+        raise ValueError(f"data.sources={cfg.data.sources} holds no audio files; run `sa-train data check` on it")
+    # One pass of the stream covers the whole run: each epoch of it draws new crops.
+    examples = cfg.training.steps * cfg.training.global_batch_size
+    epochs = examples // len(records) + 2
+    return build_audio_dataset(cfg.data, seed=cfg.training.seed, epochs=epochs, records=records)
+
+
+def launch(
+    cfg: ExperimentConfig,
+    *,
+    parent_run_id: Optional[str] = None,
+    callbacks: Optional[list] = None,
+    extra_tags: Optional[dict[str, str]] = None,
+    export: bool = True,
+) -> TrainRunResult:
+    """Train as the config says; returns where everything went. Raises on failure after the retries."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from sa_train.ray_session import ensure_ray
+    from sa_train.training.worker import train_loop_per_worker
+
+    dist = cfg.distributed
+    run_name = cfg.tracking.run_name or default_run_name(cfg)
+    cfg.tracking.run_name = run_name
+    ensure_ray(min_cpus=dist.num_workers * dist.cpus_per_worker)
+    gpu = use_gpu(cfg)
+    micro_batch_size(cfg, dist.num_workers)  # the batch arithmetic is checked before any worker starts
+
+    tracking_uri = run_id = None
+    if cfg.tracking.enabled:
+        from sa_train.tracking.mlflow_tracker import resolve_tracking_uri, start_run
+
+        tracking_uri = resolve_tracking_uri(cfg.tracking)
+        cfg.tracking.uri = tracking_uri
+        run_id = start_run(
+            cfg.tracking, run_name, to_flat_dict(cfg),
+            tags={"stage": cfg.training.stage, "world_size": str(dist.num_workers), "device": "gpu" if gpu else "cpu",
+                  **(extra_tags or {})},
+            parent_run_id=parent_run_id,
+        )
+
+    storage = storage_root(cfg)
+    run_dir = f"{storage.rstrip('/')}/{run_name}"
+    resources = {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if gpu else {})}
+    config_yaml = to_yaml(cfg)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config_yaml": config_yaml, "use_gpu": gpu, "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=dist.num_workers, use_gpu=gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.training.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=dist.max_failures),
+            callbacks=callbacks,
+        ),
+        datasets={"train": build_train_dataset(cfg)},
+    )
+    logger.info("training %s: %d %s workers, run folder %s", run_name, dist.num_workers, "GPU" if gpu else "CPU", run_dir)
+    try:
+        result = trainer.fit()
+    except Exception:
+        if run_id:
+            _finish_run(tracking_uri, run_id, "FAILED")
+        raise
+
+    checkpoint_path = result.checkpoint.path if result.checkpoint else None
+    exported = None
+    if export and result.checkpoint is not None:
+        exported = _export_and_log(result.checkpoint, run_dir, tracking_uri, run_id)
+    if run_id:
+        _finish_run(tracking_uri, run_id, "FINISHED", checkpoint=checkpoint_path)
+    return TrainRunResult(run_name, run_dir, checkpoint_path, exported, run_id, tracking_uri, dict(result.metrics or {}))
+
+
+def _export_and_log(checkpoint, run_dir: str, tracking_uri: Optional[str], run_id: Optional[str]) -> str:
+    from sa_train.export import export_checkpoint
+
+    local_run = "://" not in run_dir
+    with checkpoint.as_directory() as directory:
+        out = Path(run_dir) / "exported" if local_run else Path(directory).parent / "exported"
+        export_checkpoint(directory, out)
+        if run_id:
+            from sa_train.tracking.mlflow_tracker import RunTracker
+
+            RunTracker(tracking_uri, run_id).log_artifact(out, "exported_model")
+    return str(out)
+
+
+def _finish_run(tracking_uri: str, run_id: str, status: str, checkpoint: Optional[str] = None) -> None:
+    from sa_train.tracking.mlflow_tracker import RunTracker
+
+    tracker = RunTracker(tracking_uri, run_id)
+    if checkpoint:
+        tracker.set_tags({"checkpoint_location": checkpoint})
+    tracker.finish(status)

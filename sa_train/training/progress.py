@@ -1,0 +1,42 @@
+"""Progress of a training run: rates over a sliding window and an ETA, as one log line."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+
+class ProgressMeter:
+    """Steps/s, samples/s and audio-seconds/s over the last ``window`` steps, and the ETA."""
+
+    def __init__(self, total_steps: int, start_step: int = 0, window: int = 20):
+        self.total_steps = total_steps
+        self.marks: deque[tuple[float, int, float]] = deque(maxlen=window + 1)  # (time, step, samples)
+        self.marks.append((time.perf_counter(), start_step, 0.0))
+        self.samples = 0.0
+        self.step_time = float("nan")
+
+    def update(self, step: int, samples: int, seconds_per_example: float) -> dict[str, float]:
+        self.samples += samples
+        self.marks.append((time.perf_counter(), step, self.samples))
+        (t0, s0, n0), (t1, s1, n1) = self.marks[0], self.marks[-1]
+        elapsed = max(t1 - t0, 1e-9)
+        self.step_time = elapsed / max(s1 - s0, 1)
+        samples_per_s = (n1 - n0) / elapsed
+        return {
+            "perf/step_time_s": self.step_time,
+            "perf/samples_per_s": samples_per_s,
+            "perf/audio_seconds_per_s": samples_per_s * seconds_per_example,
+        }
+
+    def eta_seconds(self, step: int) -> float:
+        return max(0, self.total_steps - step) * self.step_time
+
+    def line(self, step: int, loss: float) -> str:
+        eta = self.eta_seconds(step)
+        (t0, s0, n0), (t1, s1, n1) = self.marks[0], self.marks[-1]
+        rate = (n1 - n0) / max(t1 - t0, 1e-9)
+        return (
+            f"step {step}/{self.total_steps} loss {loss:.4f} | {rate:.1f} samples/s | "
+            f"{self.step_time:.3f} s/step | ETA {int(eta // 60)}m{int(eta % 60):02d}s"
+        )

@@ -1,0 +1,247 @@
+"""The two training stages as tasks: what one micro-step computes, on top of DeepSpeed engines.
+
+A task owns its models, engines, EMA and stage-specific randomness; the worker loop
+(:mod:`sa_train.training.worker`) owns data, progress, checkpoints and logging. Tasks take the
+typed batch contract (:class:`sa_train.data.batch.AudioBatch`) and know nothing of Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from sa_train.config import ExperimentConfig
+from sa_train.data.batch import AudioBatch
+from sa_train.diffusion.ema import EMA
+from sa_train.diffusion.objective import v_objective_loss
+from sa_train.diffusion.schedule import TimeSampler
+from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
+from sa_train.training.deepspeed_config import resolve_precision
+from sa_train.training.engines import agree_all_finite, full_fp32_state_dict, gathered_parameters, make_engine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    """What one micro-step did."""
+
+    boundary: bool  # an optimizer step was taken (end of gradient accumulation)
+    skipped: bool = False  # the loss was not finite on some rank: nothing was applied
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def autocast(precision: str):
+    """bf16/fp16 autocast on GPU (DeepSpeed keeps the fp32 master weights); a no-op in fp32."""
+    enabled = precision in ("bf16", "fp16") and torch.cuda.is_available()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype, enabled=enabled)
+
+
+def latent_padding_mask(mask: torch.Tensor, downsampling: int) -> torch.Tensor:
+    """(B, T) sample mask -> (B, T / downsampling) frame mask: a frame is real if any of its samples is."""
+    if downsampling == 1:
+        return mask
+    batch, samples = mask.shape
+    return mask.reshape(batch, samples // downsampling, downsampling).any(dim=-1)
+
+
+class DiffusionTask:
+    """The U-Net (+ trainable conditioning) on latents of a frozen autoencoder, v-objective, CFG dropout."""
+
+    stage = "diffusion"
+
+    def __init__(self, cfg: ExperimentConfig, device: torch.device, rank: int, world_size: int, on_gpu: bool,
+                 autoencoder: Optional[nn.Module] = None):
+        self.cfg, self.device, self.rank = cfg, device, rank
+        self.precision = resolve_precision(cfg, on_gpu)
+        torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank
+        model = DiffusionModel(cfg.model).to(device)
+        self.engine = make_engine(model, cfg, cfg.training.optimizer, world_size, on_gpu)
+        self.engines = {"model": self.engine}
+        self.autoencoder = autoencoder
+        if self.autoencoder is not None:
+            self.autoencoder.to(device).eval().requires_grad_(False)
+        self.downsampling = cfg.model.autoencoder.downsampling
+        self.time_sampler = TimeSampler(cfg.model.diffusion.time_sampling, seed=cfg.training.seed * 9973 + rank)
+        ema_cfg = cfg.training.ema
+        self.ema = EMA(model, ema_cfg.decay, ema_cfg.start_step, device="cpu") if ema_cfg.enabled and rank == 0 else None
+        self._ema_collective = ema_cfg.enabled and self.engine.zero_optimization_stage() == 3
+        self._accum_loss: list[float] = []
+
+    def to_latents(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean latents (B, C, F) and their frame mask (B, F)."""
+        x = batch.audio.to(self.device, non_blocking=True)
+        mask = batch.padding_mask.to(self.device)
+        if batch.is_latent:
+            return x.float(), mask
+        if self.autoencoder is None:  # waveform diffusion
+            return x, mask
+        with torch.no_grad():
+            latents = self.autoencoder.encode(x)
+        return latents.float(), latent_padding_mask(mask, self.downsampling)
+
+    def micro_step(self, batch: AudioBatch) -> StepResult:
+        x0, mask = self.to_latents(batch)
+        t = self.time_sampler(x0.shape[0]).to(self.device)
+        noise = torch.randn_like(x0)
+        diffusion = self.cfg.model.diffusion
+        loss_mask = mask if diffusion.mask_padding_in_loss else None
+
+        def model_fn(x_t: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+            return self.engine(
+                x_t, times, batch.prompts, batch.seconds_start.to(self.device), batch.seconds_total.to(self.device),
+                cfg_dropout=diffusion.cfg_dropout,
+            )
+
+        with autocast(self.precision):
+            per_example = v_objective_loss(model_fn, x0, t, noise, loss_mask)
+        loss = per_example.mean()
+        if not agree_all_finite(loss):
+            return StepResult(boundary=False, skipped=True)
+        self.engine.backward(loss)
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        self._accum_loss.append(float(loss.detach()))
+        if not boundary:
+            return StepResult(boundary=False)
+        metrics = {
+            "loss": sum(self._accum_loss) / len(self._accum_loss),
+            "lr": float(self.engine.get_lr()[0]),
+            "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+        }
+        self._accum_loss.clear()
+        return StepResult(boundary=True, metrics=metrics)
+
+    def update_ema(self, step: int) -> None:
+        if self._ema_collective:
+            with gathered_parameters(self.engine) as module:
+                if self.ema is not None:
+                    self.ema.update(module, step)
+        elif self.ema is not None:
+            self.ema.update(self.engine.module, step)
+
+    def exported_weights(self) -> dict[str, torch.Tensor]:
+        """Full fp32 weights of the trained model (collective: every rank calls it)."""
+        return full_fp32_state_dict(self.engine)
+
+    def ema_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        return dict(self.ema.shadow) if self.ema is not None else None
+
+    def load_ema(self, weights: dict[str, torch.Tensor]) -> None:
+        if self.ema is not None:
+            for name, tensor in weights.items():
+                self.ema.shadow[name].copy_(tensor)
+
+    def extra_state(self) -> dict:
+        return {"time_sampler": self.time_sampler.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "time_sampler" in state:
+            self.time_sampler.load_state_dict(state["time_sampler"])
+
+
+class AutoencoderTask:
+    """The VAE (generator) and its STFT discriminator, updated alternately by two engines."""
+
+    stage = "autoencoder"
+
+    def __init__(self, cfg: ExperimentConfig, device: torch.device, rank: int, world_size: int, on_gpu: bool):
+        from sa_train.models.autoencoder.discriminator import MultiScaleSTFTDiscriminator
+        from sa_train.models.autoencoder.training_losses import AutoencoderLosses
+
+        self.cfg, self.device, self.rank = cfg, device, rank
+        self.precision = resolve_precision(cfg, on_gpu)
+        torch.manual_seed(cfg.training.seed)
+        vae = build_autoencoder(cfg.model).to(device)
+        losses_cfg = cfg.model.autoencoder.losses
+        discriminator = MultiScaleSTFTDiscriminator(
+            audio_channels=cfg.model.autoencoder.audio_channels,
+            filters=losses_cfg.discriminator_filters,
+            fft_sizes=losses_cfg.discriminator_fft_sizes,
+        ).to(device)
+        self.losses = AutoencoderLosses(losses_cfg, sample_rate=cfg.data.sample_rate).to(device)
+        self.generator = make_engine(vae, cfg, cfg.training.optimizer, world_size, on_gpu)
+        self.discriminator = make_engine(discriminator, cfg, cfg.training.discriminator_optimizer, world_size, on_gpu)
+        self.engines = {"generator": self.generator, "discriminator": self.discriminator}
+        ema_cfg = cfg.training.ema
+        self.ema = EMA(vae, ema_cfg.decay, ema_cfg.start_step, device="cpu") if ema_cfg.enabled and rank == 0 else None
+        self._ema_collective = ema_cfg.enabled and self.generator.zero_optimization_stage() == 3
+        self.step = 0
+        self._accum: dict[str, list[float]] = {}
+
+    def micro_step(self, batch: AudioBatch) -> StepResult:
+        real = batch.audio.to(self.device)
+        adversarial = self.step >= self.cfg.training.adversarial_start_step
+        discriminator = self.discriminator.module
+        with autocast(self.precision):
+            out = self.generator(real)
+        fake = out.reconstruction
+
+        # 1. Discriminator on detached reconstructions, once adversarial training has started.
+        d_metrics: dict[str, float] = {}
+        if adversarial:
+            with autocast(self.precision):
+                d_losses = self.losses.discriminator_losses(real, fake.detach(), discriminator)
+            d_loss = d_losses["total"].mean()
+            if not agree_all_finite(d_loss):
+                return StepResult(boundary=False, skipped=True)
+            self.discriminator.backward(d_loss)
+            self.discriminator.step()
+            d_metrics = {f"disc_{k}": float(v.mean().detach()) for k, v in d_losses.items()}
+
+        # 2. Generator: spectral + KL (+ adversarial and feature matching). The discriminator's
+        # weights are frozen meanwhile, so no gradient reaches its ZeRO hooks.
+        discriminator.requires_grad_(False)
+        try:
+            with autocast(self.precision):
+                g_losses = self.losses.generator_losses(real, fake, out.kl, discriminator, adversarial)
+            g_loss = g_losses["total"].mean()
+            if not agree_all_finite(g_loss):
+                return StepResult(boundary=False, skipped=True)
+            self.generator.backward(g_loss)
+        finally:
+            discriminator.requires_grad_(True)
+        boundary = self.generator.is_gradient_accumulation_boundary()
+        self.generator.step()
+        values = {**{k: float(v.mean().detach()) for k, v in g_losses.items()}, **d_metrics}
+        for key, value in values.items():
+            self._accum.setdefault(key, []).append(value)
+        if not boundary:
+            return StepResult(boundary=False)
+        self.step += 1
+        metrics = {k: sum(v) / len(v) for k, v in self._accum.items()}
+        metrics["loss"] = metrics.pop("total")
+        metrics["lr"] = float(self.generator.get_lr()[0])
+        metrics["grad_norm"] = float(self.generator.get_global_grad_norm() or 0.0)
+        self._accum.clear()
+        return StepResult(boundary=True, metrics=metrics)
+
+    def update_ema(self, step: int) -> None:
+        if self._ema_collective:
+            with gathered_parameters(self.generator) as module:
+                if self.ema is not None:
+                    self.ema.update(module, step)
+        elif self.ema is not None:
+            self.ema.update(self.generator.module, step)
+
+    def exported_weights(self) -> dict[str, torch.Tensor]:
+        return full_fp32_state_dict(self.generator)
+
+    def ema_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        return dict(self.ema.shadow) if self.ema is not None else None
+
+    def load_ema(self, weights: dict[str, torch.Tensor]) -> None:
+        if self.ema is not None:
+            for name, tensor in weights.items():
+                self.ema.shadow[name].copy_(tensor)
+
+    def extra_state(self) -> dict:
+        return {"task_step": self.step}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.step = int(state.get("task_step", self.step))

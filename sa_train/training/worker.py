@@ -1,0 +1,180 @@
+"""The function every Ray Train worker runs: build the task, resume, train, checkpoint, report.
+
+Reads in the order it runs. Every rank calls ``ray.train.report`` at the same steps (it is a
+barrier), with its own DeepSpeed shard; Ray merges the ranks' folders into one checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import ray.train
+import torch
+from safetensors.torch import load_file, save_file
+
+from sa_train.config import ExperimentConfig, from_yaml
+from sa_train.data.batch import AudioBatch
+from sa_train.training.checkpoint import (
+    EMA_FILE,
+    TrainState,
+    load_rng,
+    read_state,
+    save_rng,
+    write_state,
+)
+from sa_train.training.deepspeed_config import micro_batch_size
+from sa_train.training.progress import ProgressMeter
+
+logger = logging.getLogger("sa_train.worker")
+
+MODEL_FILE = "model.safetensors"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss: the run stops with its last good checkpoint."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_task(cfg: ExperimentConfig, device: torch.device, rank: int, world_size: int, on_gpu: bool):
+    from sa_train.training.tasks import AutoencoderTask, DiffusionTask
+
+    if cfg.training.stage == "autoencoder":
+        return AutoencoderTask(cfg, device, rank, world_size, on_gpu)
+    autoencoder = None
+    if cfg.model.autoencoder.kind == "vae" and cfg.data.latents is None:
+        from sa_train.export import load_exported
+
+        autoencoder = load_exported(cfg.model.autoencoder.pretrained, expect_stage="autoencoder").model
+    return DiffusionTask(cfg, device, rank, world_size, on_gpu, autoencoder=autoencoder)
+
+
+def save_checkpoint(task, state: TrainState, config_yaml: str, rank: int, metrics: dict[str, Any]) -> None:
+    """Every rank writes its shard to a local folder and reports it; rank 0 adds state, config, weights."""
+    weights = task.exported_weights()  # collective under ZeRO-3
+    with tempfile.TemporaryDirectory(prefix="sa_train_ckpt_") as tmp:
+        directory = Path(tmp)
+        for name, engine in task.engines.items():
+            engine.save_checkpoint(str(directory / name), tag=state.tag())
+        save_rng(directory, rank, extra=task.extra_state())
+        if rank == 0:
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(directory / MODEL_FILE))
+            write_state(directory, state, config_yaml, task.ema_weights())  # state.json last
+        ray.train.report(
+            metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=state.tag()
+        )
+
+
+def restore_checkpoint(task, checkpoint: "ray.train.Checkpoint", rank: int) -> TrainState:
+    with checkpoint.as_directory() as tmp:
+        directory = Path(tmp)
+        state = read_state(directory)
+        for name, engine in task.engines.items():
+            path, _ = engine.load_checkpoint(str(directory / name), tag=state.tag())
+            if path is None:
+                raise RuntimeError(f"DeepSpeed could not load {name} from {directory}")
+        extra = load_rng(directory, rank)
+        task.load_extra_state(extra)
+        if (directory / EMA_FILE).exists():
+            task.load_ema(load_file(str(directory / EMA_FILE)))
+    logger.info("rank %d resumed from step %d (samples seen %d)", rank, state.step, state.samples_seen)
+    return state
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    cfg = from_yaml(loop_config["config_yaml"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    on_gpu = bool(loop_config["use_gpu"]) and torch.cuda.is_available()
+    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    seed_everything(cfg.training.seed * 1000 + rank)
+
+    # 1. Models, engines, EMA.
+    task = build_task(cfg, device, rank, world_size, on_gpu)
+    state = TrainState(
+        world_size=world_size, zero_stage=cfg.distributed.zero_stage, stage=cfg.training.stage,
+        engines=list(task.engines), mlflow_run_id=loop_config.get("mlflow_run_id"),
+    )
+
+    # 2. Resume from the last reported checkpoint, if the run (or this worker group) restarted.
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        state = restore_checkpoint(task, checkpoint, rank)
+        state.mlflow_run_id = state.mlflow_run_id or loop_config.get("mlflow_run_id")
+
+    # 3. Rank 0 tracks; everyone trains.
+    tracker = None
+    if rank == 0 and loop_config.get("mlflow_run_id"):
+        from sa_train.tracking.mlflow_tracker import RunTracker
+
+        tracker = RunTracker(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
+    micro = micro_batch_size(cfg, world_size)
+    steps, global_batch = cfg.training.steps, cfg.training.global_batch_size
+    seconds_per_example = cfg.data.window_samples / cfg.data.sample_rate
+    meter = ProgressMeter(total_steps=steps, start_step=state.step)
+    if rank == 0:
+        logger.info(
+            "stage %s: %d workers x micro-batch %d x accumulation %d = global batch %d; steps %d -> %d; ZeRO-%d",
+            cfg.training.stage, world_size, micro, cfg.training.grad_accum_steps, global_batch,
+            state.step, steps, cfg.distributed.zero_stage,
+        )
+    shard = ray.train.get_dataset_shard("train")
+    consecutive_nonfinite = 0
+    while state.step < steps:
+        for batch_dict in shard.iter_batches(
+            batch_size=micro, batch_format="numpy", drop_last=True, prefetch_batches=cfg.data.prefetch_batches
+        ):
+            result = task.micro_step(AudioBatch.from_numpy_dict(batch_dict))
+            if result.skipped:
+                consecutive_nonfinite += 1
+                state.nonfinite_total += 1
+                logger.warning("rank %d: non-finite loss at step %d, skipped (%d in a row)", rank, state.step + 1, consecutive_nonfinite)
+                if consecutive_nonfinite >= cfg.training.max_nonfinite_steps:
+                    raise NonFiniteLossError(
+                        f"{consecutive_nonfinite} consecutive micro-steps had a non-finite loss at step {state.step + 1}; "
+                        f"stopping with the last good checkpoint intact. Lower training.optimizer.lr, check the data "
+                        f"(sa-train data check), or raise training.max_nonfinite_steps"
+                    )
+                continue
+            consecutive_nonfinite = 0
+            if not result.boundary:
+                continue
+            state.step += 1
+            state.samples_seen += global_batch
+            task.update_ema(state.step)
+            rates = meter.update(state.step, global_batch, seconds_per_example)
+            if state.step % cfg.training.log_every == 0 or state.step == steps:
+                metrics = {f"train/{k}": v for k, v in result.metrics.items()}
+                metrics.update(rates, **{"train/nonfinite_skipped": float(state.nonfinite_total)})
+                metrics.update(memory_metrics())
+                if rank == 0:
+                    logger.info(meter.line(state.step, result.metrics["loss"]))
+                    if tracker is not None:
+                        tracker.log_metrics(metrics, state.step)
+            if state.step % cfg.training.checkpoint_every == 0 or state.step == steps:
+                report = {"step": state.step, "loss": result.metrics["loss"], "samples_seen": state.samples_seen}
+                save_checkpoint(task, state, loop_config["config_yaml"], rank, report)
+            if state.step >= steps:
+                break
+        state.epoch += 1
+
+
+def memory_metrics() -> dict[str, float]:
+    import psutil
+
+    metrics = {"system/cpu_rss_gb": psutil.Process().memory_info().rss / 2**30}
+    if torch.cuda.is_available():
+        metrics["system/gpu_max_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return metrics
