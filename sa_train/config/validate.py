@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 from sa_train.config.fields import ConfigError
 from sa_train.config.schema import ExperimentConfig
+from sa_train.models.conditioners.config import check_conditioning
 
 
 def iter_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
@@ -124,11 +125,7 @@ def check_consistency(cfg: ExperimentConfig) -> None:
             f"distributed.offload_params={cfg.distributed.offload_params!r} needs distributed.zero_stage=3 "
             f"(it is {cfg.distributed.zero_stage})"
         )
-    if cfg.model.conditioning.text_encoder.kind == "clap" and not cfg.model.conditioning.text_encoder.name_or_path:
-        raise ConfigError(
-            "model.conditioning.text_encoder.kind=clap needs model.conditioning.text_encoder.name_or_path "
-            "(a CLAP hub id or local folder); use kind=clap_laion for the public LAION CLAP"
-        )
+    check_conditioning(cfg.model.conditioning)
     if len(training.optimizer.betas) != 2:
         raise ConfigError(f"training.optimizer.betas={training.optimizer.betas} needs exactly 2 values")
     if len(training.discriminator_optimizer.betas) != 2:

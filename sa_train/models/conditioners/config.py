@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from sa_train.config.fields import param, section
+from sa_train.config.fields import ConfigError, param, section
 
 TEXT_ENCODER_KINDS = ("embedded", "clap", "clap_laion", "t5")
 TIMING_KINDS = ("per_second", "fourier", "none")
@@ -47,6 +47,9 @@ class TimingConfig:
         choices=TIMING_KINDS,
     )
     max_seconds: int = param(512, "seconds are clamped to 0..max_seconds (paper: 512)", min=1)
+    fourier_features: int = param(
+        256, "'fourier' only: learned Fourier features per quantity (half sin, half cos; even)", min=2
+    )
     global_condition: bool = param(
         False, "also feed the timing embeddings as a global conditioning vector (added to the time embedding)"
     )
@@ -58,3 +61,26 @@ class ConditioningConfig:
 
     text_encoder: TextEncoderConfig = section(TextEncoderConfig, "the frozen text encoder")
     timing: TimingConfig = section(TimingConfig, "the timing embeddings")
+
+
+def check_conditioning(cfg: ConditioningConfig, key: str = "model.conditioning") -> None:
+    """Cross-field rules of this section; raises ConfigError naming the key and the fix.
+
+    Called by the builders, and meant to be called from the config validator too, so that a bad
+    combination fails before any worker starts.
+    """
+    text, timing = cfg.text_encoder, cfg.timing
+    if text.kind == "clap" and not text.name_or_path:
+        raise ConfigError(
+            f"{key}.text_encoder.kind=clap needs {key}.text_encoder.name_or_path (a hub id or a local "
+            "folder of a CLAP checkpoint); use kind=clap_laion for the public LAION CLAP"
+        )
+    if timing.global_condition and timing.kind == "none":
+        raise ConfigError(
+            f"{key}.timing.global_condition=true needs timing embeddings, but {key}.timing.kind=none; "
+            "set global_condition=false or choose kind per_second or fourier"
+        )
+    if timing.fourier_features % 2:
+        raise ConfigError(
+            f"{key}.timing.fourier_features={timing.fourier_features} must be even (half sin, half cos)"
+        )
