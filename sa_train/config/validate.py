@@ -126,6 +126,11 @@ def check_consistency(cfg: ExperimentConfig) -> None:
             f"(it is {cfg.distributed.zero_stage})"
         )
     check_conditioning(cfg.model.conditioning)
+    sampling = cfg.model.sampling
+    if sampling.sigma_min >= sampling.sigma_max:
+        raise ConfigError(
+            f"model.sampling.sigma_min={sampling.sigma_min} must be below model.sampling.sigma_max={sampling.sigma_max}"
+        )
     if len(training.optimizer.betas) != 2:
         raise ConfigError(f"training.optimizer.betas={training.optimizer.betas} needs exactly 2 values")
     if len(training.discriminator_optimizer.betas) != 2:
