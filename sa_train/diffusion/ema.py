@@ -56,8 +56,11 @@ class EMA:
         for name, param in model.named_parameters():
             if (names is None and param.requires_grad) or (names is not None and name in names):
                 found[name] = param
+        # Only persistent buffers: non-persistent ones are not in state_dict, so an EMA export of
+        # them could not be loaded back into the model.
+        persistent = set(model.state_dict().keys())
         for name, buf in model.named_buffers():
-            if names is None or name in names:
+            if name in persistent and (names is None or name in names):
                 found[name] = buf
         if names is not None and set(found) != names:
             missing = sorted(names - set(found))

@@ -46,6 +46,9 @@ def _artifact_root(uri: str) -> Optional[str]:
 
 
 def _git_commit() -> str:
+    """The commit of the code; SA_TRAIN_GIT_COMMIT when set (Ray leaves .git out of job uploads)."""
+    if os.environ.get("SA_TRAIN_GIT_COMMIT"):
+        return os.environ["SA_TRAIN_GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent

@@ -1,0 +1,391 @@
+"""The cluster launch files in cluster/ agree with the experiment they launch.
+
+Every file is parsed the way its tool parses it (yaml.safe_load, Ray's cluster schema, Ray's
+runtime-env exclude matcher) and compared with the experiment loaded through
+sa_train.config.load_config, so a changed worker count, GPU count, entrypoint or auth setting in
+one place fails here until every place agrees again.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from sa_train.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "cluster"
+EXPERIMENT = "configs/experiments/stable_audio_1_0_diffusion.yaml"
+
+# Facts of the AWS instance type the workers run on (p4d.24xlarge), not of our files.
+P4D_INSTANCE = "p4d.24xlarge"
+P4D_GPUS = 8
+P4D_VCPUS = 96
+P4D_NETWORK_CARDS = 4
+
+# Local-only folders that must never be uploaded with a job or rsynced to the nodes.
+LOCAL_ONLY_SAMPLES = {
+    ".venv": ".venv/lib/python3.11/site-packages/torch/__init__.py",
+    "runs": "runs/tiny/checkpoint_000001/state.pt",
+    "data": "data/synth/clip_0001.wav",
+    "mlflow.db": "mlflow.db",
+    "mlartifacts": "mlartifacts/1/abc/artifacts/sample.wav",
+}
+ENV_FILE = "sa_train_env.sh"
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return load_config(REPO / EXPERIMENT)
+
+
+@pytest.fixture(scope="module")
+def aws() -> dict:
+    return yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def kuberay_docs() -> list:
+    return [d for d in yaml.safe_load_all((CLUSTER / "kuberay_rayjob.yaml").read_text()) if d]
+
+
+@pytest.fixture(scope="module")
+def rayjob(kuberay_docs) -> dict:
+    jobs = [d for d in kuberay_docs if d.get("kind") == "RayJob"]
+    assert len(jobs) == 1, "cluster/kuberay_rayjob.yaml must hold exactly one RayJob"
+    return jobs[0]
+
+
+@pytest.fixture(scope="module")
+def runtime_env() -> dict:
+    return yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def readme() -> str:
+    return (CLUSTER / "README.md").read_text()
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def worker_type(aws: dict) -> dict:
+    """The one non-head node type of the ray up file."""
+    types = {k: v for k, v in aws["available_node_types"].items() if k != aws["head_node_type"]}
+    assert len(types) == 1, f"expected one worker node type, found {sorted(types)}"
+    return next(iter(types.values()))
+
+
+def head_type(aws: dict) -> dict:
+    return aws["available_node_types"][aws["head_node_type"]]
+
+
+def aws_worker_gpus(aws: dict) -> int:
+    """GPUs the ray up file provides to Ray Train: GPUs per node x nodes of the worker type."""
+    workers = worker_type(aws)
+    nodes = min(workers["max_workers"], aws["max_workers"])
+    return int(workers["resources"].get("GPU", 0)) * nodes
+
+
+def kuberay_worker_gpus(rayjob: dict) -> int:
+    total = 0
+    for group in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        (container,) = group["template"]["spec"]["containers"]
+        total += group["replicas"] * int(container["resources"]["limits"].get("nvidia.com/gpu", 0))
+    return total
+
+
+def exported_env(script: str) -> dict[str, str]:
+    """`export NAME=value` lines of a shell script, quotes removed."""
+    found = re.findall(r"^\s*export\s+([A-Za-z_][A-Za-z0-9_]*)=(.*?)\s*$", script, flags=re.M)
+    return {name: value.strip("\"'") for name, value in found}
+
+
+def aws_node_env(aws: dict) -> dict[str, str]:
+    """The environment every node's `ray start` runs with: the env file written by setup."""
+    writers = [c for c in aws["setup_commands"] if f"> ~/{ENV_FILE}" in c]
+    assert len(writers) == 1, f"one setup command must write ~/{ENV_FILE}"
+    return exported_env(writers[0])
+
+
+def ray_start_line(commands: list[str]) -> str:
+    lines = [c for c in commands if "ray start" in c]
+    assert len(lines) == 1, f"expected one `ray start` command in {commands}"
+    return lines[0]
+
+
+def start_flag(command: str, flag: str) -> str | None:
+    match = re.search(rf"--{flag}[= ](\S+)", command)
+    return match.group(1) if match else None
+
+
+def train_invocation(command: str) -> tuple[str, list[str]]:
+    """(config path, overrides) of a `python -m sa_train train CONFIG [key=value ...]` command."""
+    words = shlex.split(command)
+    start = words.index("sa_train")
+    assert words[start - 2 : start + 2] == ["python", "-m", "sa_train", "train"], command
+    config, *rest = words[start + 2 :]
+    return config, [w for w in rest if "=" in w and not w.startswith("-")]
+
+
+def readme_submits(readme: str) -> list[str]:
+    """Every `ray job submit` command of the README, with line continuations joined."""
+    joined = re.sub(r"\\\n\s*", " ", readme)
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith("ray job submit")]
+
+
+def submitted_entrypoint(command: str) -> str:
+    return command.split(" -- ", 1)[1]
+
+
+def uploaded(rel_path: str, excludes: list[str]) -> bool:
+    """Whether Ray's working_dir upload keeps a file: neither it nor a parent folder may match.
+
+    Uses Ray's own matcher (the one `ray job submit` applies), so anchoring and wildcard rules are
+    Ray's, not a re-implementation of them.
+    """
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    match = _get_excludes(REPO, excludes)
+    path = REPO / rel_path
+    return not any(match(p) for p in [path, *path.parents] if p != REPO and REPO in p.parents)
+
+
+def container_env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def rayjob_pod_specs(rayjob: dict) -> dict[str, dict]:
+    spec = rayjob["spec"]
+    pods = {"head": spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]}
+    for group in spec["rayClusterSpec"]["workerGroupSpecs"]:
+        pods[f"worker group {group['groupName']}"] = group["template"]["spec"]
+    pods["submitter"] = spec["submitterPodTemplate"]["spec"]
+    return pods
+
+
+# ---- the ray up file (AWS) -----------------------------------------------------------------
+
+
+def test_experiment_is_a_multi_node_gpu_run_on_shared_storage(experiment):
+    # What the cluster files are built around; if the experiment changes kind, they must too.
+    assert experiment.distributed.device == "gpu"
+    assert experiment.distributed.num_workers * experiment.distributed.gpus_per_worker > P4D_GPUS
+    assert urlparse(experiment.storage.path).scheme == "s3"
+
+
+def test_aws_cluster_file_passes_rays_own_schema(aws):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(copy.deepcopy(aws)))
+
+
+def test_aws_worker_gpus_equal_the_experiments_workers(aws, experiment):
+    workers = worker_type(aws)
+    assert workers["node_config"]["InstanceType"] == P4D_INSTANCE
+    assert workers["resources"]["GPU"] == P4D_GPUS, "a p4d.24xlarge has 8 A100s"
+    assert workers["min_workers"] == workers["max_workers"] == aws["max_workers"], (
+        "the job needs every GPU from the start: min_workers = max_workers = cluster max_workers"
+    )
+    dist = experiment.distributed
+    assert aws_worker_gpus(aws) == dist.num_workers * dist.gpus_per_worker
+
+
+def test_aws_workers_fit_on_their_nodes(aws, experiment):
+    workers = worker_type(aws)
+    dist = experiment.distributed
+    workers_per_node = workers["resources"]["GPU"] / dist.gpus_per_worker
+    assert workers["resources"]["CPU"] <= P4D_VCPUS
+    assert workers_per_node * dist.cpus_per_worker <= workers["resources"]["CPU"]
+
+
+def test_aws_head_has_no_gpu_and_takes_no_tasks(aws):
+    head = head_type(aws)
+    assert head["resources"].get("GPU", 0) == 0
+    assert head["resources"].get("CPU", 0) == 0
+    start = ray_start_line(aws["head_start_ray_commands"])
+    assert "--head" in start
+    assert start_flag(start, "num-gpus") in (None, "0")
+    assert start_flag(start, "num-cpus") == "0"
+
+
+def test_aws_worker_start_command_declares_the_node_type_resources(aws):
+    workers = worker_type(aws)
+    start = ray_start_line(aws["worker_start_ray_commands"])
+    assert start_flag(start, "num-gpus") == str(workers["resources"]["GPU"])
+    assert start_flag(start, "num-cpus") == str(workers["resources"]["CPU"])
+
+
+def test_aws_workers_use_every_efa_card_in_one_placement_group(aws):
+    node = worker_type(aws)["node_config"]
+    interfaces = node["NetworkInterfaces"]
+    assert len(interfaces) == P4D_NETWORK_CARDS
+    assert all(i["InterfaceType"] == "efa" for i in interfaces)
+    assert sorted(i["NetworkCardIndex"] for i in interfaces) == list(range(P4D_NETWORK_CARDS))
+    for i in interfaces:
+        # AWS: the primary interface is card 0 / device 0; every other card uses device 1.
+        assert i["DeviceIndex"] == (0 if i["NetworkCardIndex"] == 0 else 1)
+        assert i.get("SubnetId") and i.get("Groups"), "each interface needs its subnet and group"
+    # Ray refuses subnets/groups at the node level next to NetworkInterfaces.
+    assert not {"SubnetId", "SubnetIds", "SecurityGroupIds"} & set(node)
+    assert node["Placement"]["GroupName"]
+    env = aws_node_env(aws)
+    assert env["FI_PROVIDER"] == "efa"
+    assert env["NCCL_SOCKET_IFNAME"]
+
+
+def test_aws_nodes_have_s3_access_for_the_s3_paths_of_the_experiment(aws, experiment):
+    s3_paths = [experiment.storage.path, experiment.data.latents, experiment.model.autoencoder.pretrained]
+    assert all(urlparse(p).scheme == "s3" for p in s3_paths), s3_paths
+    for name, node_type in aws["available_node_types"].items():
+        profile = node_type["node_config"].get("IamInstanceProfile", {})
+        assert profile.get("Name") or profile.get("Arn"), f"node type {name} has no IAM instance profile"
+
+
+def test_aws_token_auth_is_on_for_head_and_workers(aws):
+    assert aws_node_env(aws)["RAY_AUTH_MODE"] == "token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = ray_start_line(aws[key])
+        source = start.find(f"source ~/{ENV_FILE}")
+        assert 0 <= source < start.find("ray start"), f"{key}: `ray start` must run with ~/{ENV_FILE} sourced"
+    # The shared token reaches every node at Ray's default token path.
+    assert "~/.ray/auth_token" in aws["file_mounts"]
+
+
+def test_aws_setup_installs_the_package_with_its_gpu_extra(aws):
+    setup = "\n".join(aws["setup_commands"])
+    assert re.search(r"pip install[^\n]*sa_train\[gpu\]", setup)
+    # It installs from the checkout copied to the node.
+    assert "~/sa_train" in aws["file_mounts"]
+
+
+def test_aws_rsync_leaves_out_the_local_only_folders(aws):
+    excludes = aws["rsync_exclude"]
+    for folder in LOCAL_ONLY_SAMPLES:
+        assert f"/{folder}" in excludes, f"rsync_exclude lacks /{folder}"
+    # Unanchored "data" would also drop the sa_train/data package.
+    assert "data" not in excludes
+
+
+# ---- the KubeRay RayJob --------------------------------------------------------------------
+
+
+def test_kuberay_worker_gpus_equal_the_experiments_workers(rayjob, experiment):
+    dist = experiment.distributed
+    assert kuberay_worker_gpus(rayjob) == dist.num_workers * dist.gpus_per_worker
+    for group in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        assert group["minReplicas"] == group["replicas"] == group["maxReplicas"]
+        (container,) = group["template"]["spec"]["containers"]
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        assert limits["nvidia.com/gpu"] == requests["nvidia.com/gpu"] == P4D_GPUS
+
+
+def test_kuberay_entrypoint_trains_the_experiment_with_a_fixed_run_name(rayjob):
+    config, overrides = train_invocation(rayjob["spec"]["entrypoint"])
+    assert config == EXPERIMENT
+    assert (REPO / config).is_file()
+    # The overrides are real keys with valid values, and the run name is fixed: that is what
+    # makes a retried RayJob resume instead of starting a new run.
+    resolved = load_config(REPO / config, overrides)
+    assert resolved.tracking.run_name
+    assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
+
+
+def test_kuberay_runtime_env_is_runtime_env_yaml_plus_the_image_working_dir(rayjob, runtime_env):
+    embedded = yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])
+    working_dir = embedded.pop("working_dir")
+    assert working_dir.startswith("/"), "the RayJob's working_dir is a folder inside the image"
+    assert embedded == runtime_env
+
+
+def test_kuberay_pods_turn_token_auth_on(rayjob):
+    for pod, spec in rayjob_pod_specs(rayjob).items():
+        env = container_env(spec["containers"][0])
+        assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{pod}: RAY_AUTH_MODE is not token"
+        token = env.get("RAY_AUTH_TOKEN", {})
+        assert "secretKeyRef" in token.get("valueFrom", {}), f"{pod}: RAY_AUTH_TOKEN must come from a Secret"
+
+
+def test_kuberay_pods_have_s3_access(kuberay_docs, rayjob, experiment):
+    assert urlparse(experiment.storage.path).scheme == "s3"
+    accounts = {d["metadata"]["name"]: d for d in kuberay_docs if d.get("kind") == "ServiceAccount"}
+    for pod, spec in rayjob_pod_specs(rayjob).items():
+        account = accounts.get(spec.get("serviceAccountName"))
+        assert account is not None, f"{pod}: runs under no ServiceAccount defined in the manifest"
+        assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+
+
+# ---- the runtime env -----------------------------------------------------------------------
+
+
+def test_runtime_env_needs_no_installs_and_is_valid_for_ray(runtime_env):
+    from ray.runtime_env import RuntimeEnv
+
+    # No pip/uv/conda/container: a job must start without the network (local clusters, tests).
+    assert set(runtime_env) <= {"env_vars", "excludes"}, sorted(runtime_env)
+    RuntimeEnv(**runtime_env)
+    # Auth is the cluster's and the client's setting; a job must not carry it.
+    assert not [k for k in runtime_env["env_vars"] if k.startswith("RAY_AUTH")]
+
+
+def test_runtime_env_excludes_local_only_folders_but_keeps_the_package(runtime_env):
+    excludes = runtime_env["excludes"]
+    for folder, sample in LOCAL_ONLY_SAMPLES.items():
+        assert not uploaded(sample, excludes), f"{sample} would be uploaded with every job"
+    kept = [p for top in ("sa_train", "configs", "cluster") for p in (REPO / top).rglob("*") if p.is_file()]
+    kept = [p.relative_to(REPO).as_posix() for p in kept if "__pycache__" not in p.parts]
+    assert "sa_train/data/config.py" in kept and EXPERIMENT in kept
+    dropped = [p for p in kept + ["pyproject.toml"] if not uploaded(p, excludes)]
+    assert dropped == [], f"the job upload would lose {dropped[:5]}"
+
+
+# ---- across files --------------------------------------------------------------------------
+
+
+def test_every_file_documents_mlflow_tracking_uri(aws, rayjob, runtime_env, readme):
+    assert urlparse(aws_node_env(aws)["MLFLOW_TRACKING_URI"]).scheme in ("http", "https")
+    assert "MLFLOW_TRACKING_URI" in runtime_env["env_vars"]
+    assert "MLFLOW_TRACKING_URI" in yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])["env_vars"]
+    pods = rayjob_pod_specs(rayjob)
+    for pod in [p for p in pods if p != "submitter"]:
+        value = container_env(pods[pod]["containers"][0]).get("MLFLOW_TRACKING_URI", {}).get("value", "")
+        assert urlparse(value).scheme in ("http", "https"), f"{pod}: no MLFLOW_TRACKING_URI server address"
+    assert "MLFLOW_TRACKING_URI" in readme
+
+
+def test_readme_submits_the_same_run_as_the_rayjob(readme, rayjob):
+    submits = readme_submits(readme)
+    assert submits, "cluster/README.md shows no `ray job submit` command"
+    for command in submits:
+        assert "--runtime-env cluster/runtime_env.yaml" in command and "--working-dir ." in command, command
+    trains = [submitted_entrypoint(c) for c in submits if " sa_train train " in c]
+    for entrypoint in trains:
+        config, overrides = train_invocation(entrypoint)
+        load_config(REPO / config, overrides)  # every shown config exists and its overrides are valid
+    diffusion = [e for e in trains if train_invocation(e)[0] == EXPERIMENT]
+    # Launch and resume: the same command twice, the same run name, as the RayJob's entrypoint.
+    assert len(diffusion) >= 2
+    assert all(train_invocation(e) == train_invocation(rayjob["spec"]["entrypoint"]) for e in diffusion)
+    assert "export RAY_AUTH_MODE=token" in readme
+
+
+def test_checks_catch_a_changed_worker_count(aws, rayjob, experiment):
+    # The GPU totals above are computed from the files, so a drifted file gives another total.
+    wanted = experiment.distributed.num_workers * experiment.distributed.gpus_per_worker
+    fewer_nodes = copy.deepcopy(aws)
+    worker_type(fewer_nodes)["max_workers"] = 7
+    fewer_gpus = copy.deepcopy(aws)
+    worker_type(fewer_gpus)["resources"]["GPU"] = 4
+    fewer_pods = copy.deepcopy(rayjob)
+    fewer_pods["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] = 4
+    assert aws_worker_gpus(aws) == wanted == kuberay_worker_gpus(rayjob)
+    assert wanted not in (aws_worker_gpus(fewer_nodes), aws_worker_gpus(fewer_gpus), kuberay_worker_gpus(fewer_pods))
