@@ -137,5 +137,21 @@ class RunTracker:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_loss_curves(self, title: str = "") -> None:
+        """A PNG of every train/* loss metric over steps, under plots/ (people read curves, not tables)."""
+        import tempfile
+
+        from sa_train.tracking.media import write_loss_curves_png
+
+        run = self.client.get_run(self.run_id)
+        keys = [k for k in run.data.metrics if k.startswith("train/") and ("loss" in k or k.split("/")[-1] in
+                ("stft", "kl", "adversarial", "feature_matching", "disc_hinge"))]
+        curves = {k: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, k)] for k in sorted(keys)}
+        if not curves:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_loss_curves_png(curves, Path(tmp) / "loss_curves.png", title)
+            self.log_artifact(path, "plots")
+
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

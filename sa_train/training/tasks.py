@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -137,6 +138,27 @@ class DiffusionTask:
             for name, tensor in weights.items():
                 self.ema.shadow[name].copy_(tensor)
 
+    def sample_audio(self) -> list[tuple[str, "np.ndarray", int]]:
+        """Rank 0: generations of the EMA model for the configured prompts and durations."""
+        from sa_train.export import load_weights
+        from sa_train.generation import Generator, slug
+
+        training = self.cfg.training
+        if self.autoencoder is None and self.cfg.model.autoencoder.kind == "vae":
+            if not self.cfg.model.autoencoder.pretrained:
+                logger.warning("no autoencoder to decode samples with (training on latents without "
+                               "model.autoencoder.pretrained): audio samples are skipped")
+                return []
+            from sa_train.export import load_exported
+
+            self.autoencoder = load_exported(self.cfg.model.autoencoder.pretrained, expect_stage="autoencoder").model
+        weights = self.ema_weights() or {k: v.detach() for k, v in self.engine.module.state_dict().items()}
+        model = DiffusionModel(self.cfg.model)
+        load_weights(model, weights, "the training EMA")
+        seconds = [training.sample_seconds[i % len(training.sample_seconds)] for i in range(len(training.sample_prompts))]
+        clips = Generator(model, self.autoencoder, self.cfg, self.device).generate(training.sample_prompts, seconds)
+        return [(f"{i:02d}_{slug(c.prompt)}", c.audio, c.sample_rate) for i, c in enumerate(clips)]
+
     def extra_state(self) -> dict:
         return {"time_sampler": self.time_sampler.state_dict()}
 
@@ -173,9 +195,11 @@ class AutoencoderTask:
         self._ema_collective = ema_cfg.enabled and self.generator.zero_optimization_stage() == 3
         self.step = 0
         self._accum: dict[str, list[float]] = {}
+        self._last_real: Optional[torch.Tensor] = None
 
     def micro_step(self, batch: AudioBatch) -> StepResult:
         real = batch.audio.to(self.device)
+        self._last_real = batch.audio[:2].detach().cpu()
         adversarial = self.step >= self.cfg.training.adversarial_start_step
         discriminator = self.discriminator.module
         with autocast(self.precision):
@@ -239,6 +263,24 @@ class AutoencoderTask:
         if self.ema is not None:
             for name, tensor in weights.items():
                 self.ema.shadow[name].copy_(tensor)
+
+    def sample_audio(self) -> list[tuple[str, "np.ndarray", int]]:
+        """Rank 0: the last batch's first clips and their reconstructions by the EMA autoencoder."""
+        from sa_train.export import load_weights
+
+        if self._last_real is None:
+            return []
+        vae = build_autoencoder(self.cfg.model).to(self.device).eval()
+        weights = self.ema_weights() or {k: v.detach() for k, v in self.generator.module.state_dict().items()}
+        load_weights(vae, weights, "the training EMA")
+        sr = self.cfg.data.sample_rate
+        with torch.no_grad():
+            fake = vae(self._last_real.to(self.device)).reconstruction
+        out = []
+        for i in range(self._last_real.shape[0]):
+            out.append((f"{i:02d}_original", self._last_real[i].float().cpu().numpy(), sr))
+            out.append((f"{i:02d}_reconstruction", fake[i].float().cpu().numpy(), sr))
+        return out
 
     def extra_state(self) -> dict:
         return {"task_step": self.step}

@@ -130,6 +130,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             cfg.training.stage, world_size, micro, cfg.training.grad_accum_steps, global_batch,
             state.step, steps, cfg.distributed.zero_stage,
         )
+    if tracker is not None and state.step == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.yaml").write_text(loop_config["config_yaml"])
+            tracker.log_artifact(Path(tmp) / "config.yaml")
     shard = ray.train.get_dataset_shard("train")
     consecutive_nonfinite = 0
     while state.step < steps:
@@ -163,12 +167,34 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     logger.info(meter.line(state.step, result.metrics["loss"]))
                     if tracker is not None:
                         tracker.log_metrics(metrics, state.step)
+            sample_every = cfg.training.sample_every
+            if tracker is not None and ((sample_every and state.step % sample_every == 0) or state.step == steps):
+                log_samples(task, tracker, state.step)
             if state.step % cfg.training.checkpoint_every == 0 or state.step == steps:
                 report = {"step": state.step, "loss": result.metrics["loss"], "samples_seen": state.samples_seen}
                 save_checkpoint(task, state, loop_config["config_yaml"], rank, report)
             if state.step >= steps:
                 break
         state.epoch += 1
+    if tracker is not None:
+        tracker.log_loss_curves(cfg.training.stage)
+
+
+def log_samples(task, tracker, step: int) -> None:
+    """Rank 0: audio samples as WAV + spectrogram PNG under samples/step_<N>/ in MLflow."""
+    from sa_train.tracking.media import write_spectrogram_png, write_wav
+
+    started = time.perf_counter()
+    clips = task.sample_audio()
+    if not clips:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / f"step_{step:08d}"
+        for name, audio, sample_rate in clips:
+            write_wav(audio, sample_rate, folder / f"{name}.wav")
+            write_spectrogram_png(audio, sample_rate, folder / f"{name}.png", title=f"{name} (step {step})")
+        tracker.log_artifact(folder, f"samples/step_{step:08d}")
+    logger.info("logged %d audio samples at step %d in %.1f s", len(clips), step, time.perf_counter() - started)
 
 
 def memory_metrics() -> dict[str, float]:
