@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--quick", action="store_true",
                        help="read headers and both ends of each file instead of decoding every sample "
                        "(faster; misses NaN or silence in the middle of a file)")
-    check.add_argument("--num-cpus", type=int, default=None,
-                       help="CPUs of the local Ray instance (default: all); ignored on a cluster")
+    check.add_argument("--parallel", type=int, default=None, metavar="N",
+                       help="at most N scan tasks at a time (default: as many as the Ray cluster runs)")
     check.add_argument("--no-ray", action="store_true", help="scan in this process instead of Ray tasks")
     check.add_argument("--max-paths", type=int, default=20, help="bad paths printed per reason (default 20)")
     check.set_defaults(func=run_check)
@@ -64,20 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=run_synth)
 
 
-def _start_ray(num_cpus: int | None) -> None:
-    try:  # the lead's shared helper, when present
-        from sa_train.ray_session import ensure_ray  # type: ignore[import-not-found]
-    except ImportError:
-        import ray
-
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(ignore_reinit_error=True)
-        else:
-            ray.init(ignore_reinit_error=True, include_dashboard=False, num_cpus=num_cpus)
-        return
-    ensure_ray()
-
-
 def run_check(args: argparse.Namespace) -> int:
     from sa_train.data.check import check_records, format_report, write_manifest
     from sa_train.data.sources import collect_records
@@ -90,11 +76,9 @@ def run_check(args: argparse.Namespace) -> int:
     if not records:
         print(f"sa-train data check: no audio files in {' '.join(args.sources)}", file=sys.stderr)
         return EXIT_TOO_MANY_BAD
-    if not args.no_ray:
-        _start_ray(args.num_cpus)
     report = check_records(
         records, min_seconds=args.min_seconds, full=not args.quick, use_ray=not args.no_ray,
-        progress=sys.stderr.isatty(),
+        max_in_flight=args.parallel, progress=sys.stderr.isatty(),
     )
     print(format_report(report, max_paths=args.max_paths))
     if args.out:

@@ -29,19 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="prompts generated per batch")
     parser.add_argument("--weights", choices=["ema", "raw"], default="ema", help="EMA (default) or raw weights")
     parser.add_argument("--full-window", action="store_true", help="keep the whole window instead of trimming")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu", help="torch device")
+    parser.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
     parser.add_argument("--out", required=True, help="folder for the WAV files and manifest.jsonl")
     parser.set_defaults(func=run)
-
-
-def _cuda() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def read_requests(args: argparse.Namespace) -> list[tuple[str, float]]:
@@ -75,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
     from sa_train.generation import Generator, slug, write_wav
 
+    import torch
+
     requests = read_requests(args)
-    generator = Generator.from_exported(args.model, device=args.device, weights=args.weights)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    generator = Generator.from_exported(args.model, device=device, weights=args.weights)
     sampling = generator.cfg.model.sampling
     changes = {k: v for k, v in {"steps": args.steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale,
                                  "seed": args.seed}.items() if v is not None}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -58,8 +60,51 @@ def _full_key(err: OmegaConfBaseException) -> str:
     return str(key)
 
 
+def _schema_field(key: str) -> dataclasses.Field | None:
+    """The dataclass field behind a dotted key (list indexes such as ``[1]`` dropped), if any."""
+    cls: Any = ExperimentConfig
+    found = None
+    for name in re.sub(r"\[\d+\]", "", key).split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        found = fields.get(name)
+        if found is None:
+            return None
+        default = found.default_factory() if found.default_factory is not dataclasses.MISSING else None
+        cls = type(default) if dataclasses.is_dataclass(default) else None
+    return found
+
+
+def _section_given_a_value(layer: Any, cls: type, prefix: str = "") -> tuple[str, Any] | None:
+    """The first (key, value) of a layer where a whole section is set to a non-mapping value.
+
+    OmegaConf reports that mistake (e.g. ``training: 5``) without naming the key, so it is found here.
+    """
+    if not isinstance(layer, Mapping):
+        return None
+    for f in dataclasses.fields(cls):
+        if f.name not in layer or f.default_factory is dataclasses.MISSING:
+            continue
+        default = f.default_factory()
+        if not dataclasses.is_dataclass(default):
+            continue
+        value = layer[f.name]
+        if not isinstance(value, Mapping):
+            return f"{prefix}{f.name}", value
+        inner = _section_given_a_value(value, type(default), f"{prefix}{f.name}.")
+        if inner:
+            return inner
+    return None
+
+
 def _merge(base: DictConfig, layer: Any, origin: str) -> DictConfig:
     """Merge one layer into the typed config, turning OmegaConf errors into ConfigErrors."""
+    misplaced = _section_given_a_value(layer, ExperimentConfig)
+    if misplaced:
+        key, value = misplaced
+        raise ConfigError(
+            f"{key}={value!r} (from {origin}): '{key}' is a section; give it a mapping of keys, "
+            f"e.g. {key}.<name>=<value> on the command line or an indented block in YAML"
+        )
     try:
         return OmegaConf.merge(base, layer)  # type: ignore[return-value]
     except ConfigKeyError as err:
@@ -70,8 +115,11 @@ def _merge(base: DictConfig, layer: Any, origin: str) -> DictConfig:
     except ValidationError as err:
         key = _full_key(err)
         value = getattr(err, "value", None)
+        field = _schema_field(key)
+        expected = f"; expected {field.type}" if field is not None else ""
         raise ConfigError(
-            f"{key}={value!r} has the wrong type (from {origin}): {str(getattr(err, 'msg', err)).splitlines()[0]}"
+            f"{key}={value!r} has the wrong type (from {origin}): "
+            f"{str(getattr(err, 'msg', None) or err).splitlines()[0].rstrip('.')}{expected}"
         ) from None
 
 
@@ -80,6 +128,8 @@ def _read_yaml(path: Path) -> dict:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -111,7 +161,10 @@ def _layers(path: Path, seen: tuple[Path, ...] = ()) -> Iterable[tuple[dict, str
     if not isinstance(bases, list):
         raise ConfigError(f"'{BASE_KEY}' in {path} must be a list of YAML files")
     for entry in bases:
-        yield from _layers(_resolve_base(str(entry), path.parent), (*seen, path))
+        base_path = _resolve_base(str(entry), path.parent)
+        if not base_path.exists():
+            raise ConfigError(f"base file '{entry}' listed in {path} not found (looked for {base_path})")
+        yield from _layers(base_path, (*seen, path))
     yield data, str(path)
 
 
@@ -119,10 +172,15 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override '{item}' must look like key=value, e.g. training.steps=100")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"could not parse overrides {list(overrides)}: {err}") from None
+        try:  # one at a time, so that a malformed value is reported with its own override
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as err:
+            first = str(err).splitlines()[0]
+            raise ConfigError(
+                f"override '{item}' could not be parsed ({first}); values are YAML, e.g. "
+                "model.unet.multipliers=[1,2,2] or tracking.run_name=null"
+            ) from None
+    return OmegaConf.from_dotlist(list(overrides))
 
 
 def compose(path: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
@@ -159,7 +217,10 @@ def to_flat_dict(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def from_yaml(text: str) -> ExperimentConfig:
     """Rebuild a config from the YAML that :func:`to_yaml` wrote (e.g. in an exported model)."""
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"stored config is not valid YAML: {err}") from None
     cfg = _merge(OmegaConf.structured(ExperimentConfig), data, "stored config")
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, ExperimentConfig)

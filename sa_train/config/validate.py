@@ -79,6 +79,9 @@ def check_consistency(cfg: ExperimentConfig) -> None:
                 f"is not divisible by model.unet.num_heads={unet.num_heads}"
             )
 
+    if training.stage == "autoencoder" and ae.kind == "none":  # before the channel rules it makes moot
+        raise ConfigError("training.stage=autoencoder needs model.autoencoder.kind=vae, not 'none'")
+
     expected_in = ae.latent_channels if ae.kind == "vae" else data.channels
     source = "model.autoencoder.latent_channels" if ae.kind == "vae" else "data.channels (no autoencoder)"
     if unet.in_channels != expected_in:
@@ -105,8 +108,6 @@ def check_consistency(cfg: ExperimentConfig) -> None:
                 "model.autoencoder.pretrained=<exported folder> or data.latents=<shards>, "
                 "or model.autoencoder.kind=none for waveform diffusion"
             )
-    elif ae.kind == "none":
-        raise ConfigError("training.stage=autoencoder needs model.autoencoder.kind=vae, not 'none'")
     elif data.window_samples % ae.downsampling:
         raise ConfigError(
             f"data.window_samples={data.window_samples} is not divisible by the autoencoder downsampling "

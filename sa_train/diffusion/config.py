@@ -32,7 +32,7 @@ class SamplingConfig:
     """How audio is generated: sampler, steps, sigma schedule and guidance."""
 
     sampler: str = param("dpmpp-3m-sde", "sampler", choices=SAMPLERS)
-    steps: int = param(100, "denoising steps (paper: 100)", min=1)
+    steps: int = param(50, "denoising steps (paper: 100)", min=1)
     cfg_scale: float = param(6.0, "classifier-free guidance scale (1 = no guidance; paper: 6)", min=0)
     schedule: str = param("polyexponential", "sigma schedule", choices=SIGMA_SCHEDULES)
     sigma_min: float = param(0.03, "smallest noise level of the schedule", min=0, min_exclusive=True)

@@ -28,7 +28,7 @@ class TextEncoderConfig:
         "laion/clap-htsat-unfused, t5: t5-base); required for 'clap'",
     )
     layer: int = param(-2, "hidden-state layer used as features (-1 = last, -2 = penultimate, as the paper)")
-    max_length: int = param(77, "tokens per prompt (padded and truncated), paper: 77", min=1)
+    max_length: int = param(64, "tokens per prompt (padded and truncated); paper: 77", min=1)
     half_precision: bool = param(False, "keep the frozen weights in float16 (GPU) to save memory")
     local_files_only: bool = param(False, "never reach the hub, even for a hub id (offline clusters)")
     embedded_width: int = param(128, "hidden width of the embedded encoder", min=8)
