@@ -45,7 +45,7 @@ class TrainState:
     zero_stage: int = 0
     stage: str = "diffusion"
     engines: list[str] = field(default_factory=list)
-    time_sampler: dict[str, Any] = field(default_factory=dict)
+    resumed_at: list[int] = field(default_factory=list)  # steps this run was resumed from
     format_version: int = CHECKPOINT_FORMAT
 
     def tag(self) -> str:
@@ -125,7 +125,8 @@ def missing_files(directory: Path) -> list[str]:
     if not (directory / STATE_FILE).exists():
         return [STATE_FILE]
     state = read_state(directory)
-    missing = [f"rng/rank{r}.safetensors" for r in range(state.world_size) if not (directory / "rng" / f"rank{r}.safetensors").exists()]
+    missing = [] if (directory / "model.safetensors").exists() else ["model.safetensors"]
+    missing += [f"rng/rank{r}.safetensors" for r in range(state.world_size) if not (directory / "rng" / f"rank{r}.safetensors").exists()]
     for engine in state.engines:
         for path in _shard_files(directory / engine, state.tag(), state.world_size, state.zero_stage):
             if not path.exists():

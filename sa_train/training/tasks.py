@@ -62,6 +62,9 @@ class DiffusionTask:
         self.precision = resolve_precision(cfg, on_gpu)
         torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank
         model = DiffusionModel(cfg.model).to(device)
+        ema_cfg = cfg.training.ema
+        # Built before DeepSpeed partitions the parameters (ZeRO-3), from the full weights.
+        self.ema = EMA(model, ema_cfg.decay, ema_cfg.start_step, device="cpu") if ema_cfg.enabled and rank == 0 else None
         self.engine = make_engine(model, cfg, cfg.training.optimizer, world_size, on_gpu)
         self.engines = {"model": self.engine}
         self.autoencoder = autoencoder
@@ -69,8 +72,6 @@ class DiffusionTask:
             self.autoencoder.to(device).eval().requires_grad_(False)
         self.downsampling = cfg.model.autoencoder.downsampling
         self.time_sampler = TimeSampler(cfg.model.diffusion.time_sampling, seed=cfg.training.seed * 9973 + rank)
-        ema_cfg = cfg.training.ema
-        self.ema = EMA(model, ema_cfg.decay, ema_cfg.start_step, device="cpu") if ema_cfg.enabled and rank == 0 else None
         self._ema_collective = ema_cfg.enabled and self.engine.zero_optimization_stage() == 3
         self._accum_loss: list[float] = []
 
@@ -187,11 +188,11 @@ class AutoencoderTask:
             fft_sizes=losses_cfg.discriminator_fft_sizes,
         ).to(device)
         self.losses = AutoencoderLosses(losses_cfg, sample_rate=cfg.data.sample_rate).to(device)
+        ema_cfg = cfg.training.ema
+        self.ema = EMA(vae, ema_cfg.decay, ema_cfg.start_step, device="cpu") if ema_cfg.enabled and rank == 0 else None
         self.generator = make_engine(vae, cfg, cfg.training.optimizer, world_size, on_gpu)
         self.discriminator = make_engine(discriminator, cfg, cfg.training.discriminator_optimizer, world_size, on_gpu)
         self.engines = {"generator": self.generator, "discriminator": self.discriminator}
-        ema_cfg = cfg.training.ema
-        self.ema = EMA(vae, ema_cfg.decay, ema_cfg.start_step, device="cpu") if ema_cfg.enabled and rank == 0 else None
         self._ema_collective = ema_cfg.enabled and self.generator.zero_optimization_stage() == 3
         self.step = 0
         self._accum: dict[str, list[float]] = {}

@@ -112,6 +112,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         state = restore_checkpoint(task, checkpoint, rank)
+        state.resumed_at.append(state.step)
         state.mlflow_run_id = state.mlflow_run_id or loop_config.get("mlflow_run_id")
 
     # 3. Rank 0 tracks; everyone trains.

@@ -1,0 +1,99 @@
+"""Both training stages on a real local Ray instance with 2 workers and real DeepSpeed engines over gloo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sa_train.export import load_exported
+from sa_train.generation import Generator
+from sa_train.training.checkpoint import find_latest_checkpoint, read_state
+from sa_train.training.launcher import launch
+
+from .conftest import AUTOENCODER_OVERRIDES, DIFFUSION_OVERRIDES, make_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def autoencoder_run(ray_local, synth_manifest, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ae")
+    cfg = make_config(tmp, synth_manifest, AUTOENCODER_OVERRIDES, "training.steps=3", "training.checkpoint_every=2",
+                      "distributed.zero_stage=2", "tracking.run_name=ae-zero2")
+    return launch(cfg), tmp
+
+
+def test_autoencoder_stage_trains_with_zero2_and_exports(autoencoder_run):
+    result, tmp = autoencoder_run
+    state = read_state(find_latest_checkpoint(Path(result.run_dir)))
+    assert state.step == 3 and state.world_size == 2 and state.engines == ["generator", "discriminator"]
+    exported = load_exported(result.exported, expect_stage="autoencoder")  # strict key check
+    assert exported.meta["step"] == 3 and exported.meta["weights"] == "ema"
+
+
+def test_mlflow_run_holds_params_metrics_tags_and_artifacts(autoencoder_run):
+    result, tmp = autoencoder_run
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["training.stage"] == "autoencoder"
+    assert run.data.params["distributed.zero_stage"] == "2"
+    assert run.data.tags["world_size"] == "2" and "version.torch" in run.data.tags
+    assert run.data.tags["checkpoint_location"].endswith("step_00000003")
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert steps == [1, 2, 3]
+    for key in ("train/stft", "train/kl", "train/grad_norm", "train/lr", "perf/samples_per_s", "perf/audio_seconds_per_s"):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "exported_model", "plots", "samples"} <= artifacts
+    samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples/step_00000003")]
+    assert any(p.endswith("_reconstruction.wav") for p in samples)
+    assert any(p.endswith("_reconstruction.png") for p in samples)
+
+
+def test_diffusion_stage_trains_with_zero3_then_generates_requested_lengths(autoencoder_run, synth_manifest, tmp_path):
+    ae, _ = autoencoder_run
+    cfg = make_config(tmp_path, synth_manifest, DIFFUSION_OVERRIDES, "training.steps=2", "training.checkpoint_every=2",
+                      "distributed.zero_stage=3", f"model.autoencoder.pretrained={ae.exported}",
+                      "tracking.run_name=diffusion-zero3")
+    result = launch(cfg)
+    state = read_state(find_latest_checkpoint(Path(result.run_dir)))
+    assert state.step == 2 and state.zero_stage == 3
+    generator = Generator.from_exported(result.exported)
+    clips = generator.generate(["a sine tone at A4", "a drum pattern at 120 BPM"], [0.3, 0.6])
+    assert [c.audio.shape for c in clips] == [(2, 13230), (2, 26460)]
+    assert all(abs(c.audio).max() <= 1.0 for c in clips)
+
+
+def test_resubmitted_run_continues_at_its_step_and_mlflow_run(autoencoder_run, synth_manifest, tmp_path):
+    ae, _ = autoencoder_run
+    base = [f"model.autoencoder.pretrained={ae.exported}", "tracking.run_name=resumable", "training.checkpoint_every=2",
+            "distributed.zero_stage=2"]
+    first = launch(make_config(tmp_path, synth_manifest, DIFFUSION_OVERRIDES, "training.steps=2", *base))
+    second = launch(make_config(tmp_path, synth_manifest, DIFFUSION_OVERRIDES, "training.steps=4", *base))
+    assert second.mlflow_run_id == first.mlflow_run_id
+    state = read_state(find_latest_checkpoint(Path(second.run_dir)))
+    assert state.step == 4 and state.resumed_at == [2] and state.samples_seen == 4 * 4
+    history = MlflowClient(second.tracking_uri).get_metric_history(second.mlflow_run_id, "train/loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+
+
+def test_diverging_loss_stops_with_clear_error_and_last_good_checkpoint(autoencoder_run, synth_manifest, tmp_path):
+    import ray.train
+
+    ae, _ = autoencoder_run
+    cfg = make_config(
+        tmp_path, synth_manifest, DIFFUSION_OVERRIDES, "training.steps=20", "training.checkpoint_every=1",
+        f"model.autoencoder.pretrained={ae.exported}", "training.optimizer.lr=1e30", "training.grad_clip=0",
+        "training.max_nonfinite_steps=2", "distributed.max_failures=0", "tracking.run_name=diverging",
+    )
+    with pytest.raises(ray.train.TrainingFailedError) as failure:
+        launch(cfg)
+    assert "non-finite loss" in str(failure.value)
+    run_dir = Path(cfg.storage.path) / "diverging"
+    good = find_latest_checkpoint(run_dir)
+    assert read_state(good).step >= 1
+    assert json.loads((good / "state.json").read_text())["step"] < 20
