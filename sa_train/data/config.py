@@ -37,5 +37,12 @@ class DataConfig:
     max_bad_fraction: float = param(
         0.01, "stop with an error when more than this fraction of files is unreadable or invalid", min=0, max=1
     )
+    encode_window_samples: int = param(
+        0,
+        "audio samples (from the start of each file) that sa-train encode turns into latents; 0 = window_samples. "
+        "Longer than window_samples lets diffusion training draw random latent crops",
+        min=0,
+    )
+    latent_shard_size: int = param(256, "examples per latent shard written by sa-train encode", min=1)
     read_parallelism: int = param(0, "Ray Data tasks that decode audio; 0 = Ray decides", min=0)
     prefetch_batches: int = param(2, "batches prefetched per worker", min=0)

@@ -1,0 +1,344 @@
+"""The latent shard format, and diffusion training input read from it.
+
+A latent folder (local path or URI) holds ``shard-000000.npz``, ``shard-000001.npz``, ... and,
+once an encode run finished, ``index.json`` with its summary. Each shard is an uncompressed npz
+(written by :mod:`sa_train.data.encode`) with, for its ``N`` examples:
+
+    latents         (N, latent_channels, frames) float16
+    padding_mask    (N, frames) bool        True where the frame covers real audio
+    prompt          (N,) str
+    seconds_start   (N,) int64              of the encoded audio's start
+    seconds_total   (N,) int64              of the whole source file
+    offset_seconds  (N,) float64            exact start of the encoded audio in its file
+    path            (N,) str
+    metadata        () str                  JSON, see :func:`shard_metadata`
+
+``metadata`` carries :data:`FORMAT_VERSION` and the autoencoder identity (a hash of its weights
+and config, :func:`autoencoder_identity`). Training refuses shards whose version or identity
+differ from what it expects, because latents of another autoencoder decode to noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import posixpath
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+
+from sa_train.data.batch import LATENTS, PADDING_MASK, PATH, PROMPT, SECONDS_START, SECONDS_TOTAL, AudioBatch
+from sa_train.data.config import DataConfig
+from sa_train.data.pipeline import epoch_order
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SHARD_PREFIX = "shard-"
+SHARD_SUFFIX = ".npz"
+INDEX_NAME = "index.json"
+OFFSET_SECONDS = "offset_seconds"
+METADATA = "metadata"
+
+
+class LatentFormatError(ValueError):
+    """Shards that cannot be used: wrong format version, another autoencoder, or inconsistent."""
+
+
+def shard_name(index: int) -> str:
+    return f"{SHARD_PREFIX}{index:06d}{SHARD_SUFFIX}"
+
+
+def autoencoder_identity(state_dict: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """A hex SHA-256 of an autoencoder's weights (names, dtypes, shapes, bytes) and its config."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name in sorted(state_dict):
+        dtype, shape, data = _tensor_bytes(state_dict[name])
+        digest.update(f"{name}:{dtype}:{shape}".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _tensor_bytes(value: Any) -> tuple[str, tuple, bytes]:
+    if hasattr(value, "detach"):  # a torch tensor; viewed as bytes so bfloat16 works too
+        import torch
+
+        flat = value.detach().cpu().contiguous().flatten()
+        return str(value.dtype), tuple(value.shape), flat.view(torch.uint8).numpy().tobytes()
+    array = np.ascontiguousarray(value)
+    return str(array.dtype), array.shape, array.tobytes()
+
+
+def shard_metadata(
+    identity: str, downsampling: int, sample_rate: int, latent_channels: int, frames: int, examples: int
+) -> dict[str, Any]:
+    """The metadata JSON stored in every shard."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "autoencoder_identity": identity,
+        "downsampling": downsampling,
+        "sample_rate": sample_rate,
+        "latent_channels": latent_channels,
+        "frames": frames,
+        "examples": examples,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage: a local folder or any pyarrow/fsspec URI
+
+
+class ShardStore:
+    """Reading and atomically writing the files of one latent folder."""
+
+    def __init__(self, location: str) -> None:
+        from sa_train.data.sources import _filesystem, is_uri
+
+        self.location = location
+        self.remote = is_uri(location)
+        self.fs, self.root, _ = _filesystem(location)
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self.root, name) if self.remote else os.path.join(self.root, name)
+
+    def exists(self, name: str) -> bool:
+        from pyarrow import fs as pafs
+
+        return self.fs.get_file_info(self._path(name)).type == pafs.FileType.File
+
+    def list_shards(self) -> list[str]:
+        from pyarrow import fs as pafs
+
+        if self.fs.get_file_info(self.root).type != pafs.FileType.Directory:
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=False))
+        names = [posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File]
+        return sorted(n for n in names if n.startswith(SHARD_PREFIX) and n.endswith(SHARD_SUFFIX))
+
+    def write_atomic(self, name: str, data: bytes) -> None:
+        """Write ``name`` so that it exists only once complete: a local temp file renamed into
+        place, or a single object upload (object stores publish an object only when complete)."""
+        if self.remote:
+            self.fs.create_dir(self.root, recursive=True)  # a no-op marker on object stores
+            with self.fs.open_output_stream(self._path(name)) as f:
+                f.write(data)
+            return
+        os.makedirs(self.root, exist_ok=True)
+        temp = self._path(f".{name}.tmp-{os.getpid()}")
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, self._path(name))
+
+    def read_bytes(self, name: str) -> bytes:
+        if not self.remote:
+            with open(self._path(name), "rb") as f:
+                return f.read()
+        with self.fs.open_input_file(self._path(name)) as f:
+            return f.read()
+
+
+def read_shard(store: ShardStore, name: str) -> dict[str, Any]:
+    """All arrays of a shard, with ``metadata`` parsed into a dict."""
+    with np.load(io.BytesIO(store.read_bytes(name)), allow_pickle=False) as npz:
+        shard = {key: npz[key] for key in npz.files}
+    shard[METADATA] = json.loads(str(shard[METADATA]))
+    return shard
+
+
+def read_shard_metadata(store: ShardStore, name: str) -> dict[str, Any]:
+    """Only a shard's metadata: npz members load lazily and remote files are opened seekable,
+    so only the zip directory and the metadata member are read, not the latents."""
+    source = store.fs.open_input_file(store._path(name)) if store.remote else store._path(name)
+    try:
+        with np.load(source, allow_pickle=False) as npz:
+            if METADATA not in npz.files:
+                raise LatentFormatError(f"{store.location}/{name} has no metadata; it is not an sa_train latent shard")
+            return json.loads(str(npz[METADATA]))
+    except (OSError, ValueError) as err:
+        if isinstance(err, LatentFormatError):
+            raise
+        raise LatentFormatError(f"{store.location}/{name} is not a readable latent shard ({err})") from err
+    finally:
+        if store.remote:
+            source.close()
+
+
+def validate_shards(location: str, identity: Optional[str]) -> tuple[list[str], dict[str, Any]]:
+    """Check every shard's format version and autoencoder identity; returns (names, metadata).
+
+    ``identity=None`` accepts any autoencoder (inspection tools only).
+    """
+    store = ShardStore(location)
+    names = store.list_shards()
+    if not names:
+        raise LatentFormatError(
+            f"data.latents={location!r} holds no latent shards ({SHARD_PREFIX}*{SHARD_SUFFIX}); run `sa-train encode` first"
+        )
+    reference: Optional[dict[str, Any]] = None
+    for name in names:
+        meta = read_shard_metadata(store, name)
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise LatentFormatError(
+                f"latent shard {location}/{name} has format version {version}, this sa_train reads version "
+                f"{FORMAT_VERSION}; re-encode the dataset with `sa-train encode`"
+            )
+        found = meta.get("autoencoder_identity")
+        if identity is not None and found != identity:
+            raise LatentFormatError(
+                f"latent shard {location}/{name} was encoded by autoencoder {str(found)[:16]}..., but this run uses "
+                f"autoencoder {identity[:16]}...; latents of another autoencoder decode to noise. Re-encode with "
+                f"`sa-train encode` using this autoencoder, or set data.latents to shards made by it"
+            )
+        keys = ("downsampling", "sample_rate", "latent_channels", "frames")
+        if reference is None:
+            reference = meta
+        elif any(meta.get(k) != reference.get(k) for k in keys):
+            raise LatentFormatError(
+                f"latent shard {location}/{name} differs from {names[0]} in "
+                f"{[k for k in keys if meta.get(k) != reference.get(k)]}; the folder mixes two encode runs"
+            )
+    assert reference is not None
+    return names, reference
+
+
+# ---------------------------------------------------------------------------------------------
+# Crops and the training dataset
+
+
+def crop_latents(
+    latents: np.ndarray,
+    mask: np.ndarray,
+    window_frames: int,
+    rng: np.random.Generator,
+    offset_seconds: float,
+    seconds_per_frame: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """A random window of ``window_frames`` frames within the real (unpadded) frames.
+
+    Args:
+        latents: (channels, frames); mask: (frames,) bool, True for real audio (a prefix).
+    Returns:
+        (latents (channels, window_frames), mask (window_frames,), seconds_start of the crop).
+    """
+    real = int(mask.sum())
+    start = int(rng.integers(0, real - window_frames + 1)) if real > window_frames else 0
+    seconds_start = math.floor(offset_seconds + start * seconds_per_frame + 1e-9)
+    return latents[:, start : start + window_frames], mask[start : start + window_frames], seconds_start
+
+
+def crop_shard(
+    shard: dict[str, Any], window_frames: int, seed: int, epoch: int, shard_index: int, shuffle: bool = True
+) -> dict[str, np.ndarray]:
+    """Column dict of one shard's examples, shuffled and each randomly cropped."""
+    meta = shard[METADATA]
+    n = len(shard[PROMPT])
+    order = np.random.default_rng([seed, epoch, shard_index]).permutation(n) if shuffle else np.arange(n)
+    seconds_per_frame = meta["downsampling"] / meta["sample_rate"]
+    latents, masks, starts = [], [], []
+    for j in order:
+        rng = np.random.default_rng([seed, epoch, shard_index, int(j)])
+        lat, mask, start = crop_latents(
+            shard[LATENTS][j], shard[PADDING_MASK][j], window_frames, rng, float(shard[OFFSET_SECONDS][j]), seconds_per_frame
+        )
+        latents.append(lat)
+        masks.append(mask)
+        starts.append(start)
+    channels = meta["latent_channels"]
+    return {
+        LATENTS: np.stack(latents) if n else np.zeros((0, channels, window_frames), np.float16),
+        PADDING_MASK: np.stack(masks) if n else np.zeros((0, window_frames), bool),
+        PROMPT: np.array([str(p) for p in shard[PROMPT][order]], dtype=object),
+        SECONDS_START: np.array(starts, dtype=np.int64),
+        SECONDS_TOTAL: shard[SECONDS_TOTAL][order].astype(np.int64),
+        PATH: np.array([str(p) for p in shard[PATH][order]], dtype=object),
+    }
+
+
+def window_frames_for(cfg: DataConfig, meta: Mapping[str, Any], location: str) -> int:
+    """Latent frames per training window; checks the shards match the data config."""
+    if meta["sample_rate"] != cfg.sample_rate:
+        raise LatentFormatError(
+            f"latent shards in {location} were encoded at {meta['sample_rate']} Hz but data.sample_rate={cfg.sample_rate}"
+        )
+    if cfg.window_samples % meta["downsampling"]:
+        raise LatentFormatError(
+            f"data.window_samples={cfg.window_samples} is not a multiple of the shards' downsampling {meta['downsampling']}"
+        )
+    frames = cfg.window_samples // meta["downsampling"]
+    if frames > meta["frames"]:
+        raise LatentFormatError(
+            f"data.window_samples={cfg.window_samples} ({frames} latent frames) is longer than the encoded "
+            f"{meta['frames']} frames in {location}; re-encode with a larger data.encode_window_samples"
+        )
+    return frames
+
+
+def _load_latent_batch(batch, location, names, window_frames, seed, shuffle):
+    store = ShardStore(location)
+    parts = []
+    for row in batch["id"]:
+        epoch, index = divmod(int(row), len(names))
+        index = int(epoch_order(len(names), seed, epoch, shuffle)[index])
+        parts.append(crop_shard(read_shard(store, names[index]), window_frames, seed, epoch, index, shuffle))
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def build_latent_dataset(cfg: DataConfig, identity: str, seed: int, *, epochs: int = 1, shuffle: bool = True):
+    """A Ray Data dataset of random latent crops from ``cfg.latents``.
+
+    Rows: ``latents: (latent_channels, window_samples / downsampling) float16``,
+    ``padding_mask: (frames,) bool``, ``prompt``, ``seconds_start`` (updated for the crop),
+    ``seconds_total``, ``path``. Each epoch visits the shards in a new order and draws new crops.
+    Raises :class:`LatentFormatError` if a shard's version or autoencoder identity differs.
+    """
+    import ray.data
+
+    from sa_train.ray_session import ensure_ray
+
+    if not cfg.latents:
+        raise ValueError("data.latents is not set; point it at the output of `sa-train encode`")
+    names, meta = validate_shards(cfg.latents, identity)
+    window_frames = window_frames_for(cfg, meta, cfg.latents)
+    ensure_ray()
+    logger.info("latent dataset: %d shards x %d epochs, %d frames per window", len(names), epochs, window_frames)
+    return ray.data.range(len(names) * epochs, override_num_blocks=min(len(names) * epochs, 10_000)).map_batches(
+        _load_latent_batch,
+        batch_size=1,
+        batch_format="numpy",
+        num_cpus=1,
+        fn_kwargs={
+            "location": cfg.latents,
+            "names": names,
+            "window_frames": window_frames,
+            "seed": seed,
+            "shuffle": shuffle,
+        },
+    )
+
+
+def iter_local_latent_batches(
+    cfg: DataConfig, identity: str, batch_size: int, seed: int, *, epochs: int = 1, shuffle: bool = True
+) -> Iterator[AudioBatch]:
+    """:func:`build_latent_dataset`'s stream read in this process (tests, benchmarks)."""
+    names, meta = validate_shards(cfg.latents, identity)
+    window_frames = window_frames_for(cfg, meta, cfg.latents)
+    pending: list[dict[str, np.ndarray]] = []
+    count = 0
+    for row in range(len(names) * epochs):
+        part = _load_latent_batch({"id": [row]}, cfg.latents, names, window_frames, seed, shuffle)
+        pending.append(part)
+        count += len(part[PROMPT])
+        while count >= batch_size:
+            merged = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+            yield AudioBatch.from_numpy_dict({k: v[:batch_size] for k, v in merged.items()})
+            pending, count = [{k: v[batch_size:] for k, v in merged.items()}], count - batch_size
+    if count:
+        merged = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+        yield AudioBatch.from_numpy_dict(merged)
