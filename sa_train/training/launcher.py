@@ -63,10 +63,18 @@ def build_train_dataset(cfg: ExperimentConfig):
         from sa_train.data.latents import build_latent_dataset
         from sa_train.export import load_exported
 
+        from sa_train.data.latents import validate_shards
+
         identity = None
         if cfg.model.autoencoder.pretrained:
             identity = load_exported(cfg.model.autoencoder.pretrained, expect_stage="autoencoder").identity
-        return build_latent_dataset(cfg.data, identity, cfg.model.autoencoder.downsampling, seed=cfg.training.seed)
+        else:
+            logger.warning("data.latents without model.autoencoder.pretrained: the shards' autoencoder is not checked "
+                           "and audio samples cannot be decoded")
+        names, _ = validate_shards(cfg.data.latents, identity)  # a mismatched autoencoder stops here
+        # Each stream row is one shard (>= 1 example): enough epochs that the stream outlasts the run.
+        epochs = cfg.training.steps * cfg.training.global_batch_size // max(1, len(names)) + 2
+        return build_latent_dataset(cfg.data, identity, seed=cfg.training.seed, epochs=epochs)
     from sa_train.data.pipeline import build_audio_dataset, load_records
 
     records = load_records(cfg.data)  # a missing or empty source fails here, before any worker starts

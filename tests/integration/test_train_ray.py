@@ -97,3 +97,42 @@ def test_diverging_loss_stops_with_clear_error_and_last_good_checkpoint(autoenco
     good = find_latest_checkpoint(run_dir)
     assert read_state(good).step >= 1
     assert json.loads((good / "state.json").read_text())["step"] < 20
+
+
+def test_preencoded_latents_train_and_a_different_autoencoder_is_refused(autoencoder_run, synth_manifest, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sa_train.cli.main import main
+    from sa_train.data.latents import LatentFormatError
+    from sa_train.export import model_identity
+
+    ae, _ = autoencoder_run
+    config_file = tmp_path / "encode.yaml"
+    config_file.write_text(f"data:\n  sources: [{synth_manifest}]\n  window_samples: 32768\n")
+    shards = tmp_path / "latents"
+    args = ["encode", str(config_file), f"model.autoencoder.pretrained={ae.exported}",
+            "--autoencoder", ae.exported, "--out", str(shards), "--actors", "1"]
+    assert main(args) == 0
+    assert main(args) == 0  # a re-run finds every shard written and skips it
+
+    latent_overrides = [f"model.autoencoder.pretrained={ae.exported}", f"data.latents={shards}",
+                        "training.steps=2", "training.checkpoint_every=2"]
+    result = launch(make_config(tmp_path, synth_manifest, DIFFUSION_OVERRIDES, *latent_overrides,
+                                "tracking.run_name=from-latents"))
+    assert read_state(find_latest_checkpoint(Path(result.run_dir))).step == 2
+
+    # An autoencoder with other weights has another identity: its latents would decode to noise.
+    other = tmp_path / "other_autoencoder"
+    shutil.copytree(ae.exported, other)
+    weights = load_file(str(other / "model.safetensors"))
+    first = next(iter(weights))
+    weights[first] = weights[first] + 0.01
+    save_file(weights, str(other / "model.safetensors"))
+    meta = json.loads((other / "meta.json").read_text())
+    meta["identity"] = model_identity(other / "model.safetensors", (other / "config.yaml").read_text())
+    (other / "meta.json").write_text(json.dumps(meta))
+    mismatched = [o.replace(ae.exported, str(other)) for o in latent_overrides]
+    with pytest.raises(LatentFormatError, match="autoencoder"):
+        launch(make_config(tmp_path, synth_manifest, DIFFUSION_OVERRIDES, *mismatched, "tracking.run_name=mismatch"))
