@@ -7,6 +7,7 @@ exceed the physical ones: data tasks are mostly waiting on I/O and decoding).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -24,8 +25,20 @@ def ensure_ray(min_cpus: float = 0) -> None:
     runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}
     if address:
         logger.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        # Under `ray job submit`, Ray refuses a driver runtime_env that repeats a key of the job's own
+        # (cluster/runtime_env.yaml sets PYTHONUNBUFFERED), and the job's values are already applied.
+        job_env = _job_env_vars()
+        env_vars = {k: v for k, v in runtime_env["env_vars"].items() if k not in job_env}
+        ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True)
         return
     num_cpus = max(os.cpu_count() or 1, int(min_cpus + 0.999) + 2)
     logger.info("starting a local Ray instance with %d logical CPUs", num_cpus)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+
+
+def _job_env_vars() -> dict:
+    """The env_vars of the runtime env that `ray job submit` gave this driver ({} outside a job)."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    return (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}

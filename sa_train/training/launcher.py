@@ -57,6 +57,10 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def bad_file_tally_name(run_name: str) -> str:
+    return f"sa_train.bad_files.{run_name}"
+
+
 def build_train_dataset(cfg: ExperimentConfig):
     """The Ray Data dataset of training examples: latent shards, or audio decoded and cropped."""
     if cfg.training.stage == "diffusion" and cfg.data.latents:
@@ -83,7 +87,11 @@ def build_train_dataset(cfg: ExperimentConfig):
     # One pass of the stream covers the whole run: each epoch of it draws new crops.
     examples = cfg.training.steps * cfg.training.global_batch_size
     epochs = examples // len(records) + 2
-    return build_audio_dataset(cfg.data, seed=cfg.training.seed, epochs=epochs, records=records)
+    from sa_train.data.bad_files import create_bad_file_tally
+
+    # A named actor, so workers can read the counts as metrics and a restarted driver reuses it.
+    tally = create_bad_file_tally(name=bad_file_tally_name(cfg.tracking.run_name))
+    return build_audio_dataset(cfg.data, seed=cfg.training.seed, epochs=epochs, records=records, tally=tally)
 
 
 def launch(
@@ -129,6 +137,7 @@ def launch(
         train_loop_per_worker,
         train_loop_config={
             "config_yaml": config_yaml, "use_gpu": gpu, "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
+            "bad_file_tally": None if cfg.data.latents and cfg.training.stage == "diffusion" else bad_file_tally_name(run_name),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=dist.num_workers, use_gpu=gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(

@@ -165,6 +165,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 metrics.update(rates, **{"train/nonfinite_skipped": float(state.nonfinite_total)})
                 metrics.update(memory_metrics())
                 if rank == 0:
+                    metrics.update(bad_file_metrics(loop_config.get("bad_file_tally")))
+                if rank == 0:
                     logger.info(meter.line(state.step, result.metrics["loss"]))
                     if tracker is not None:
                         tracker.log_metrics(metrics, state.step)
@@ -196,6 +198,19 @@ def log_samples(task, tracker, step: int) -> None:
             write_spectrogram_png(audio, sample_rate, folder / f"{name}.png", title=f"{name} (step {step})")
         tracker.log_artifact(folder, f"samples/step_{step:08d}")
     logger.info("logged %d audio samples at step %d in %.1f s", len(clips), step, time.perf_counter() - started)
+
+
+def bad_file_metrics(tally_name: Optional[str]) -> dict[str, float]:
+    """Bad-file counts of the data pipeline (data/bad_fraction, data/bad/<reason>), from its tally actor."""
+    if not tally_name:
+        return {}
+    import ray
+
+    try:
+        tally = ray.get_actor(tally_name)
+    except ValueError:
+        return {}
+    return {k: float(v) for k, v in ray.get(tally.snapshot.remote()).metrics().items()}
 
 
 def memory_metrics() -> dict[str, float]:

@@ -21,8 +21,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def autoencoder_run(ray_local, synth_manifest, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ae")
+    bad = tmp / "bad"
+    bad.mkdir()
+    (bad / "not_audio.wav").write_text("this is a text file with an audio extension\n")
     cfg = make_config(tmp, synth_manifest, AUTOENCODER_OVERRIDES, "training.steps=3", "training.checkpoint_every=2",
-                      "distributed.zero_stage=2", "tracking.run_name=ae-zero2")
+                      "distributed.zero_stage=2", "tracking.run_name=ae-zero2",
+                      f"data.sources=[{synth_manifest},{bad}]", "data.max_bad_fraction=0.5")
     return launch(cfg), tmp
 
 
@@ -47,6 +51,8 @@ def test_mlflow_run_holds_params_metrics_tags_and_artifacts(autoencoder_run):
     assert steps == [1, 2, 3]
     for key in ("train/stft", "train/kl", "train/grad_norm", "train/lr", "perf/samples_per_s", "perf/audio_seconds_per_s"):
         assert key in run.data.metrics, key
+    assert run.data.metrics["data/bad_files"] >= 1  # the text file named .wav: skipped and counted
+    assert run.data.metrics["data/bad_fraction"] > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "exported_model", "plots", "samples"} <= artifacts
     samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples/step_00000003")]
