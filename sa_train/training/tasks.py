@@ -51,7 +51,39 @@ def latent_padding_mask(mask: torch.Tensor, downsampling: int) -> torch.Tensor:
     return mask.reshape(batch, samples // downsampling, downsampling).any(dim=-1)
 
 
-class DiffusionTask:
+class TrainedModelTask:
+    """What both stages share: the engine of the model that is exported, and its EMA (rank 0)."""
+
+    ema: Optional[EMA]
+    _ema_collective: bool
+
+    def exported_engine(self):
+        raise NotImplementedError
+
+    def update_ema(self, step: int) -> None:
+        """Fold the new weights into the EMA; under ZeRO-3 every rank joins the gather."""
+        engine = self.exported_engine()
+        if self._ema_collective:
+            with gathered_parameters(engine) as module:
+                if self.ema is not None:
+                    self.ema.update(module, step)
+        elif self.ema is not None:
+            self.ema.update(engine.module, step)
+
+    def exported_weights(self) -> dict[str, torch.Tensor]:
+        """Full fp32 weights of the trained model (collective: every rank calls it)."""
+        return full_fp32_state_dict(self.exported_engine())
+
+    def ema_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        return dict(self.ema.shadow) if self.ema is not None else None
+
+    def load_ema(self, weights: dict[str, torch.Tensor]) -> None:
+        if self.ema is not None:
+            for name, tensor in weights.items():
+                self.ema.shadow[name].copy_(tensor)
+
+
+class DiffusionTask(TrainedModelTask):
     """The U-Net (+ trainable conditioning) on latents of a frozen autoencoder, v-objective, CFG dropout."""
 
     stage = "diffusion"
@@ -74,6 +106,9 @@ class DiffusionTask:
         self.time_sampler = TimeSampler(cfg.model.diffusion.time_sampling, seed=cfg.training.seed * 9973 + rank)
         self._ema_collective = ema_cfg.enabled and self.engine.zero_optimization_stage() == 3
         self._accum_loss: list[float] = []
+
+    def exported_engine(self):
+        return self.engine
 
     def to_latents(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean latents (B, C, F) and their frame mask (B, F)."""
@@ -119,26 +154,6 @@ class DiffusionTask:
         self._accum_loss.clear()
         return StepResult(boundary=True, metrics=metrics)
 
-    def update_ema(self, step: int) -> None:
-        if self._ema_collective:
-            with gathered_parameters(self.engine) as module:
-                if self.ema is not None:
-                    self.ema.update(module, step)
-        elif self.ema is not None:
-            self.ema.update(self.engine.module, step)
-
-    def exported_weights(self) -> dict[str, torch.Tensor]:
-        """Full fp32 weights of the trained model (collective: every rank calls it)."""
-        return full_fp32_state_dict(self.engine)
-
-    def ema_weights(self) -> Optional[dict[str, torch.Tensor]]:
-        return dict(self.ema.shadow) if self.ema is not None else None
-
-    def load_ema(self, weights: dict[str, torch.Tensor]) -> None:
-        if self.ema is not None:
-            for name, tensor in weights.items():
-                self.ema.shadow[name].copy_(tensor)
-
     def sample_audio(self) -> list[tuple[str, "np.ndarray", int]]:
         """Rank 0: generations of the EMA model for the configured prompts and durations."""
         from sa_train.export import load_weights
@@ -168,7 +183,7 @@ class DiffusionTask:
             self.time_sampler.load_state_dict(state["time_sampler"])
 
 
-class AutoencoderTask:
+class AutoencoderTask(TrainedModelTask):
     """The VAE (generator) and its STFT discriminator, updated alternately by two engines."""
 
     stage = "autoencoder"
@@ -197,6 +212,9 @@ class AutoencoderTask:
         self.step = 0
         self._accum: dict[str, list[float]] = {}
         self._last_real: Optional[torch.Tensor] = None
+
+    def exported_engine(self):
+        return self.generator
 
     def micro_step(self, batch: AudioBatch) -> StepResult:
         real = batch.audio.to(self.device)
@@ -245,25 +263,6 @@ class AutoencoderTask:
         metrics["grad_norm"] = float(self.generator.get_global_grad_norm() or 0.0)
         self._accum.clear()
         return StepResult(boundary=True, metrics=metrics)
-
-    def update_ema(self, step: int) -> None:
-        if self._ema_collective:
-            with gathered_parameters(self.generator) as module:
-                if self.ema is not None:
-                    self.ema.update(module, step)
-        elif self.ema is not None:
-            self.ema.update(self.generator.module, step)
-
-    def exported_weights(self) -> dict[str, torch.Tensor]:
-        return full_fp32_state_dict(self.generator)
-
-    def ema_weights(self) -> Optional[dict[str, torch.Tensor]]:
-        return dict(self.ema.shadow) if self.ema is not None else None
-
-    def load_ema(self, weights: dict[str, torch.Tensor]) -> None:
-        if self.ema is not None:
-            for name, tensor in weights.items():
-                self.ema.shadow[name].copy_(tensor)
 
     def sample_audio(self) -> list[tuple[str, "np.ndarray", int]]:
         """Rank 0: the last batch's first clips and their reconstructions by the EMA autoencoder."""

@@ -1,0 +1,111 @@
+"""Unit tests of the training plumbing that needs no Ray: DeepSpeed config, lr schedule, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sa_train.config import ConfigError, load_config
+from sa_train.training.checkpoint import (
+    TrainState,
+    find_latest_checkpoint,
+    load_rng,
+    missing_files,
+    save_rng,
+    write_state,
+)
+from sa_train.training.config import LRScheduleConfig
+from sa_train.training.deepspeed_config import build_deepspeed_config
+from sa_train.training.lr_schedule import lr_multiplier
+
+BASE = ["model.autoencoder.pretrained=x"]
+
+
+def test_deepspeed_config_is_built_from_the_typed_config():
+    cfg = load_config(None, BASE + ["training.global_batch_size=32", "training.grad_accum_steps=2",
+                                    "distributed.zero_stage=3", "training.grad_clip=0.5", "training.optimizer.lr=3e-4"])
+    ds = build_deepspeed_config(cfg, cfg.training.optimizer, world_size=4, on_gpu=True)
+    assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 2
+    assert ds["train_batch_size"] == 32 and ds["zero_optimization"]["stage"] == 3
+    assert ds["gradient_clipping"] == 0.5 and ds["optimizer"]["params"]["lr"] == 3e-4
+    assert ds["bf16"]["enabled"] is True  # precision auto on GPU
+    cpu = build_deepspeed_config(cfg, cfg.training.optimizer, world_size=4, on_gpu=False)
+    assert cpu["bf16"]["enabled"] is False and cpu["optimizer"]["params"]["torch_adam"] is True
+
+
+def test_optimizer_offload_switches_to_deepspeed_cpu_adam():
+    cfg = load_config(None, BASE + ["distributed.offload_optimizer=cpu"])
+    ds = build_deepspeed_config(cfg, cfg.training.optimizer, world_size=2, on_gpu=True)
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["optimizer"]["params"]["torch_adam"] is False
+
+
+def test_expert_json_is_merged_and_batch_keys_are_checked(tmp_path):
+    extra = tmp_path / "ds.json"
+    extra.write_text(json.dumps({"zero_optimization": {"reduce_bucket_size": 123}}))
+    cfg = load_config(None, BASE + [f"distributed.deepspeed_config={extra}"])
+    ds = build_deepspeed_config(cfg, cfg.training.optimizer, world_size=2, on_gpu=False)
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 123 and ds["zero_optimization"]["stage"] == 2
+    extra.write_text(json.dumps({"train_batch_size": 999}))
+    with pytest.raises(ConfigError, match="train_batch_size 999"):
+        build_deepspeed_config(cfg, cfg.training.optimizer, world_size=2, on_gpu=False)
+
+
+def test_bf16_on_cpu_is_a_config_error():
+    cfg = load_config(None, BASE + ["training.precision=bf16"])
+    with pytest.raises(ConfigError, match="training.precision=bf16 needs a GPU"):
+        build_deepspeed_config(cfg, cfg.training.optimizer, world_size=2, on_gpu=False)
+
+
+def test_lr_schedule_warms_up_linearly_then_decays():
+    cosine = lr_multiplier(LRScheduleConfig(kind="cosine", warmup_steps=10, min_lr_ratio=0.1), total_steps=110)
+    assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
+    assert cosine(60) == pytest.approx(0.55) and cosine(110) == pytest.approx(0.1)
+    exponential = lr_multiplier(LRScheduleConfig(kind="exponential", gamma=0.5), total_steps=10)
+    assert exponential(3) == pytest.approx(0.125)
+
+
+def fake_checkpoint(root: Path, step: int, world_size: int = 2, complete: bool = True) -> Path:
+    """A checkpoint folder laid out as the worker writes it, with or without one rank's shard."""
+    state = TrainState(step=step, world_size=world_size, zero_stage=2, engines=["model"])
+    directory = root / state.tag()
+    shard_dir = directory / "model" / state.tag()
+    shard_dir.mkdir(parents=True)
+    (shard_dir / "mp_rank_00_model_states.pt").write_bytes(b"x")
+    for rank in range(world_size if complete else world_size - 1):
+        (shard_dir / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").write_bytes(b"x")
+    for rank in range(world_size):
+        save_rng(directory, rank)
+    (directory / "model.safetensors").write_bytes(b"x")
+    write_state(directory, state, "model: {}\n", ema=None)
+    return directory
+
+
+def test_an_interrupted_checkpoint_never_replaces_the_last_good_one(tmp_path):
+    good = fake_checkpoint(tmp_path, 4)
+    broken = fake_checkpoint(tmp_path, 6, complete=False)
+    assert missing_files(good) == []
+    assert any("zero_pp_rank_1" in m for m in missing_files(broken))
+    assert find_latest_checkpoint(tmp_path) == good
+    with pytest.raises(ValueError, match="incomplete"):
+        find_latest_checkpoint(broken)
+
+
+def test_no_complete_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        find_latest_checkpoint(tmp_path)
+
+
+def test_rng_states_round_trip_without_pickles(tmp_path):
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    save_rng(tmp_path, rank=0, extra={"time_sampler": {"kind": "sobol", "seed": 1, "num_generated": 8}})
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    extra = load_rng(tmp_path, rank=0)
+    assert torch.equal(torch.rand(3), expected[0]) and np.allclose(np.random.rand(3), expected[1])
+    assert random.random() == expected[2] and extra["time_sampler"]["num_generated"] == 8
