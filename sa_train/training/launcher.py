@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -57,11 +58,7 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def bad_file_tally_name(run_name: str) -> str:
-    return f"sa_train.bad_files.{run_name}"
-
-
-def build_train_dataset(cfg: ExperimentConfig):
+def build_train_dataset(cfg: ExperimentConfig, tally_name: str):
     """The Ray Data dataset of training examples: latent shards, or audio decoded and cropped."""
     if cfg.training.stage == "diffusion" and cfg.data.latents:
         from sa_train.data.latents import build_latent_dataset
@@ -90,7 +87,7 @@ def build_train_dataset(cfg: ExperimentConfig):
     from sa_train.data.bad_files import create_bad_file_tally
 
     # A named actor, so workers can read the counts as metrics and a restarted driver reuses it.
-    tally = create_bad_file_tally(name=bad_file_tally_name(cfg.tracking.run_name))
+    tally = create_bad_file_tally(name=tally_name)
     return build_audio_dataset(cfg.data, seed=cfg.training.seed, epochs=epochs, records=records, tally=tally)
 
 
@@ -133,11 +130,15 @@ def launch(
     run_dir = f"{storage.rstrip('/')}/{run_name}"
     resources = {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if gpu else {})}
     config_yaml = to_yaml(cfg)
+    # The bad-file tally is a named actor that lives as long as this driver holds the dataset: one
+    # per launch (a resubmitted run gets a fresh one), found by the workers through its name.
+    from_latents = bool(cfg.data.latents) and cfg.training.stage == "diffusion"
+    tally_name = f"sa_train.bad_files.{run_name}.{uuid.uuid4().hex[:8]}"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "config_yaml": config_yaml, "use_gpu": gpu, "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
-            "bad_file_tally": None if cfg.data.latents and cfg.training.stage == "diffusion" else bad_file_tally_name(run_name),
+            "bad_file_tally": None if from_latents else tally_name,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=dist.num_workers, use_gpu=gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -147,7 +148,7 @@ def launch(
             failure_config=ray.train.FailureConfig(max_failures=dist.max_failures),
             callbacks=callbacks,
         ),
-        datasets={"train": build_train_dataset(cfg)},
+        datasets={"train": build_train_dataset(cfg, tally_name)},
     )
     logger.info("training %s: %d %s workers, run folder %s", run_name, dist.num_workers, "GPU" if gpu else "CPU", run_dir)
     try:

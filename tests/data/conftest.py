@@ -26,27 +26,6 @@ def make_audio(tmp_path):
     return make
 
 
-@pytest.fixture(scope="session")
-def ray_session(tmp_path_factory):
-    """A local Ray instance with 2 CPUs, isolated from the user's ~/.ray and any RAY_ADDRESS."""
-    ray = pytest.importorskip("ray")
-    import ray.data
-
-    home = tmp_path_factory.mktemp("ray_home")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("HOME", str(home))  # Ray's token file goes here, not into the real home
-    patch.delenv("RAY_ADDRESS", raising=False)
-    # Workers import the test helpers and test modules (encoder factories) by name.
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(os.path.dirname(here))
-    patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (here, root, os.environ.get("PYTHONPATH")) if p))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray
-    ray.shutdown()
-    patch.undo()
-
-
 @pytest.fixture
 def bad_corpus(tmp_path):
     """A folder with good files and one file of each bad kind; returns (folder, {name: reason})."""

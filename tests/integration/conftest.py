@@ -21,13 +21,9 @@ DIFFUSION_OVERRIDES = [
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    import ray
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+def ray_local(ray_session):
+    """The suite's one local Ray instance (tests/conftest.py)."""
+    return ray_session
 
 
 @pytest.fixture(scope="session")
