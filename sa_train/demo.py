@@ -32,8 +32,8 @@ DEMO_PROMPTS = [
 class DemoSettings:
     workdir: Path
     num_files: int = 48
-    autoencoder_steps: int = 150
-    diffusion_steps: int = 300
+    autoencoder_steps: int = 100
+    diffusion_steps: int = 200
     sample_steps: int = 50
     num_workers: int = 2
     zero_stage: int = 2

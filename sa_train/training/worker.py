@@ -104,7 +104,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # 1. Models, engines, EMA.
     task = build_task(cfg, device, rank, world_size, on_gpu)
     state = TrainState(
-        world_size=world_size, zero_stage=cfg.distributed.zero_stage, stage=cfg.training.stage,
+        world_size=world_size, zero_stage=next(iter(task.engines.values())).zero_optimization_stage(),
+        stage=cfg.training.stage,
         engines=list(task.engines), mlflow_run_id=loop_config.get("mlflow_run_id"),
     )
 
@@ -129,7 +130,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         logger.info(
             "stage %s: %d workers x micro-batch %d x accumulation %d = global batch %d; steps %d -> %d; ZeRO-%d",
             cfg.training.stage, world_size, micro, cfg.training.grad_accum_steps, global_batch,
-            state.step, steps, cfg.distributed.zero_stage,
+            state.step, steps, state.zero_stage,
         )
     if tracker is not None and state.step == 0:
         with tempfile.TemporaryDirectory() as tmp:

@@ -109,3 +109,33 @@ def test_rng_states_round_trip_without_pickles(tmp_path):
     extra = load_rng(tmp_path, rank=0)
     assert torch.equal(torch.rand(3), expected[0]) and np.allclose(np.random.rand(3), expected[1])
     assert random.random() == expected[2] and extra["time_sampler"]["num_generated"] == 8
+
+
+def test_a_single_worker_trains_with_zero0_and_no_allreduce(monkeypatch):
+    """ZeRO-1/2 over one rank only copies; a real one-rank DeepSpeed engine over gloo falls back."""
+    import socket
+
+    import torch.distributed as dist
+
+    from sa_train.training.engines import make_engine
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        cfg = load_config(None, BASE + ["distributed.zero_stage=2", "distributed.num_workers=1",
+                                        "training.global_batch_size=2"])
+        model = torch.nn.Linear(4, 4)
+        before = model.weight.detach().clone()
+        engine = make_engine(model, cfg, cfg.training.optimizer, world_size=1, on_gpu=False)
+        assert engine.zero_optimization_stage() == 0 and engine.enable_backward_allreduce is False
+        loss = engine(torch.randn(2, 4)).pow(2).mean()
+        engine.backward(loss)
+        engine.step()
+        assert not torch.equal(engine.module.weight.detach(), before)  # it still trains
+    finally:
+        dist.destroy_process_group()
