@@ -20,11 +20,13 @@ from sa_train.config import ExperimentConfig, load_config
 
 logger = logging.getLogger(__name__)
 
+# Prompts in the synthetic captions' own phrasing (sa_train/data/synth.py), so the evaluation can
+# measure pitch, tempo and kind back from the audio.
 DEMO_PROMPTS = [
-    ("a sine tone at A4 (440.0 Hz), 2.0 seconds", 2.0),
-    ("a drum pattern at 120 BPM, 2.5 seconds", 2.5),
-    ("a burst of white noise, 1.0 seconds", 1.0),
-    ("a major chord on C4, 1.5 seconds", 1.5),
+    ("a sine tone at A4 (440.0 Hz), 2.00 seconds", 2.0),
+    ("a drum pattern at 120 BPM, 2.50 seconds", 2.5),
+    ("1 burst of white noise, 1.00 seconds", 1.0),
+    ("a C major chord on C4 (261.6 Hz), 1.50 seconds", 1.5),
 ]
 
 
@@ -58,8 +60,12 @@ def demo_config(settings: DemoSettings, stage: str, extra: list[str]) -> Experim
 
 
 def run_demo(settings: DemoSettings) -> dict:
+    from sa_train.data.encode import run_encode
     from sa_train.data.synth import write_synth_dataset
-    from sa_train.generation import Generator, write_wav, slug
+    from sa_train.evaluation.evaluate import evaluate_folder
+    from sa_train.export import encoder_factory, load_exported
+    from sa_train.generation import Generator, write_clips, write_manifest
+    from sa_train.models.diffusion_model import DiffusionModel
     from sa_train.training.launcher import launch
 
     started = time.perf_counter()
@@ -89,11 +95,21 @@ def run_demo(settings: DemoSettings) -> dict:
     ae = launch(ae_cfg)
     timings["autoencoder"] = time.perf_counter() - t0
 
-    # 3. The diffusion model on the frozen autoencoder's latents (128 frames = 2.97 s windows).
+    # 3. Pre-encode the dataset once with the frozen autoencoder (as the paper does): diffusion
+    # steps then read latents instead of running the encoder on every window.
+    t0 = time.perf_counter()
+    latents = work / "latents"
+    encode_cfg = demo_config(settings, "diffusion", [f"model.autoencoder.pretrained={ae.exported}"])
+    exported_ae = load_exported(ae.exported, expect_stage="autoencoder")
+    run_encode(encode_cfg.data, encoder_factory(ae.exported), exported_ae.identity, str(latents),
+               exported_ae.model.downsampling, num_actors=settings.num_workers)
+    timings["encode"] = time.perf_counter() - t0
+
+    # 4. The diffusion model on those latents (128 frames = 2.97 s windows).
     t0 = time.perf_counter()
     diff_cfg = demo_config(settings, "diffusion", [
         f"tracking.run_name=demo-diffusion-{stamp}", f"training.steps={settings.diffusion_steps}",
-        f"model.autoencoder.pretrained={ae.exported}", "training.global_batch_size=8",
+        f"model.autoencoder.pretrained={ae.exported}", f"data.latents={latents}", "training.global_batch_size=8",
         "training.optimizer.lr=1e-3", "training.lr_schedule.kind=cosine", "training.lr_schedule.warmup_steps=20",
         "training.ema.decay=0.98", f"training.checkpoint_every={settings.diffusion_steps}",
         f"training.log_every={max(1, settings.diffusion_steps // 10)}",
@@ -102,16 +118,45 @@ def run_demo(settings: DemoSettings) -> dict:
     diffusion = launch(diff_cfg)
     timings["diffusion"] = time.perf_counter() - t0
 
-    # 4. Generate: several prompts and durations, trimmed to seconds_total.
+    # 5. Generate with the trained model and with the same model untrained, the whole window each
+    # (the content's end must be visible to measure timing), and evaluate both the same way.
     t0 = time.perf_counter()
-    generator = Generator.from_exported(diffusion.exported)
-    clips = generator.generate([p for p, _ in DEMO_PROMPTS], [s for _, s in DEMO_PROMPTS])
-    out = work / "generated"
-    wavs = [write_wav(clip, out / f"{i:02d}_{slug(clip.prompt)}.wav") for i, clip in enumerate(clips)]
-    timings["generate"] = time.perf_counter() - t0
+    trained = Generator.from_exported(diffusion.exported)
+    untrained_model = DiffusionModel(trained.cfg.model)  # the seed's initial weights
+    untrained = Generator(untrained_model, trained.autoencoder, trained.cfg)
+    prompts, seconds = [p for p, _ in DEMO_PROMPTS], [s for _, s in DEMO_PROMPTS]
+    figures = {}
+    for name, generator in (("trained", trained), ("untrained", untrained)):
+        out = work / "generated" / name
+        rows = write_clips(generator.generate(prompts, seconds, trim=False), out)
+        write_manifest(rows, out)
+        figures[name] = evaluate_folder(str(out), reference=None, embedder=None, tagger="synth_kind",
+                                        out_dir=str(out / "evaluation"))
+    wavs = sorted((work / "generated" / "trained").glob("*.wav"))
+    timings["generate+evaluate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return {"autoencoder": ae, "diffusion": diffusion, "wavs": wavs, "timings": timings,
-            "tracking_uri": diffusion.tracking_uri, "workdir": work}
+            "tracking_uri": diffusion.tracking_uri, "workdir": work, "figures": figures}
+
+
+FIGURES = [
+    ("timing_mae_s", "timing error: |detected end - requested seconds_total| (s)"),
+    ("adherence_pass_rate", "prompt adherence: clips whose pitch/tempo/kind match the prompt"),
+    ("adherence_kind_pass_rate", "  sound kind (tone, chord, noise, drums) recognised"),
+    ("adherence_pitch_mae_cents", "  pitch error (cents)"),
+    ("adherence_tempo_mae_bpm", "  tempo error (BPM)"),
+]
+
+
+def figures_table(figures: dict) -> list[str]:
+    lines = [f"  {'figure':<68} {'untrained':>10} {'trained':>10}"]
+    for key, label in FIGURES:
+        before, after = figures["untrained"].get(key), figures["trained"].get(key)
+        if before is None and after is None:
+            continue
+        cell = lambda v: f"{v:10.3g}" if v is not None else f"{'-':>10}"
+        lines.append(f"  {label:<68} {cell(before)} {cell(after)}")
+    return lines
 
 
 def summary(result: dict) -> str:
@@ -122,7 +167,8 @@ def summary(result: dict) -> str:
         f"  working folder:    {result['workdir']}",
         f"  autoencoder:       {result['autoencoder'].exported}",
         f"  diffusion model:   {result['diffusion'].exported}",
-        f"  generated audio:   {len(result['wavs'])} WAV files in {Path(result['wavs'][0]).parent}",
+        f"  generated audio:   {len(result['wavs'])} WAV files in {Path(result['wavs'][0]).parent} "
+        "(and the untrained model's beside it)",
         f"  MLflow store:      {uri}",
         f"  browse the runs:   mlflow ui --backend-store-uri {uri}",
         "  wall time:         " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items()),
@@ -130,4 +176,6 @@ def summary(result: dict) -> str:
     final = result["diffusion"].metrics
     if final.get("loss") is not None:
         lines.append(f"  final diffusion loss: {final['loss']:.4f} (step {final.get('step')})")
+    lines += ["", "What training bought (sa_train.evaluation on the generated clips, whole windows):"]
+    lines += figures_table(result["figures"])
     return "\n".join(lines)

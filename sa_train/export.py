@@ -141,3 +141,21 @@ def load_exported(
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def encoder_factory(path: str | Path):
+    """``factory(device) -> encode_fn(audio (B, C, T)) -> latents`` for an exported autoencoder.
+
+    Each Ray Data actor of ``sa-train encode`` calls the factory once, on its own device."""
+    path = str(path)
+
+    def factory(device: str):
+        model = load_exported(path, expect_stage="autoencoder").model.to(device).eval()
+
+        @torch.no_grad()
+        def encode(audio: torch.Tensor) -> torch.Tensor:
+            return model.encode(audio)
+
+        return encode
+
+    return factory

@@ -115,3 +115,22 @@ def write_wav(clip: GeneratedClip, path: Path) -> Path:
 def slug(text: str, limit: int = 40) -> str:
     keep = "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
     return "_".join(filter(None, keep.split("_")))[:limit] or "clip"
+
+
+def write_clips(clips: Sequence[GeneratedClip], out: Path, first_index: int = 0) -> list[dict]:
+    """WAV files plus their manifest rows (path, prompt, seconds_total, seconds_start), as `sa-train
+    evaluate` reads them; returns the rows (the caller writes manifest.jsonl once, see write_manifest)."""
+    rows = []
+    for i, clip in enumerate(clips):
+        path = write_wav(clip, Path(out) / f"{first_index + i:04d}_{slug(clip.prompt)}.wav")
+        rows.append({"path": path.name, "prompt": clip.prompt, "seconds_total": clip.seconds_total,
+                     "seconds_start": clip.seconds_start})
+    return rows
+
+
+def write_manifest(rows: Sequence[dict], out: Path) -> Path:
+    import json
+
+    path = Path(out) / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

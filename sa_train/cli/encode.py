@@ -27,23 +27,10 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         return 0
     from sa_train.data.encode import run_encode
-    from sa_train.export import load_exported
+    from sa_train.export import encoder_factory, load_exported
 
     exported = load_exported(args.autoencoder, expect_stage="autoencoder")
-    path = str(args.autoencoder)
-
-    def encoder_factory(device: str):
-        import torch
-
-        model = load_exported(path, expect_stage="autoencoder").model.to(device).eval()
-
-        @torch.no_grad()
-        def encode(audio):
-            return model.encode(audio)
-
-        return encode
-
-    summary = run_encode(cfg.data, encoder_factory, exported.identity, args.out,
+    summary = run_encode(cfg.data, encoder_factory(args.autoencoder), exported.identity, args.out,
                          exported.model.downsampling, batch_size=args.batch_size, num_actors=args.actors)
     print(f"encoded {summary.examples} examples: {len(summary.shards_written)} shards written, "
           f"{len(summary.shards_skipped)} already there, into {args.out} (autoencoder {exported.identity})")

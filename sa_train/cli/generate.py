@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from sa_train.generation import Generator, slug, write_wav
+    from sa_train.generation import Generator, write_clips, write_manifest
 
     import torch
 
@@ -88,11 +88,8 @@ def run(args: argparse.Namespace) -> int:
             [p for p, _ in chunk], [s for _, s in chunk], [args.seconds_start] * len(chunk), batch_sampling,
             trim=not args.full_window, callback=lambda info: bar.update(1),
         )
-        for i, clip in enumerate(clips):
-            path = write_wav(clip, out / f"{first + i:04d}_{slug(clip.prompt)}.wav")
-            rows.append({"path": path.name, "prompt": clip.prompt, "seconds_total": clip.seconds_total,
-                         "seconds_start": clip.seconds_start})
+        rows += write_clips(clips, out, first_index=first)
     bar.close()
-    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_manifest(rows, out)
     print(f"wrote {len(rows)} WAV files and manifest.jsonl to {out}")
     return 0

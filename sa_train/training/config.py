@@ -69,7 +69,8 @@ class TrainingConfig:
     keep_checkpoints: int = param(2, "how many recent checkpoints to keep", min=1)
     sample_every: int = param(0, "log audio samples from the EMA model every this many steps; 0 = only at the end", min=0)
     sample_prompts: List[str] = param(
-        ["a sine tone at A4", "a drum pattern at 120 BPM"], "prompts of the logged audio samples"
+        ["a sine tone at A4 (440.0 Hz), 1.00 seconds", "a drum pattern at 120 BPM, 2.50 seconds"],
+        "prompts of the logged audio samples",
     )
     sample_seconds: List[float] = param([1.0, 2.5], "seconds_total of the logged audio samples (cycled over prompts)", min=0)
     log_every: int = param(10, "log a progress line and metrics every this many steps", min=1)
