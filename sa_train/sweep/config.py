@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -47,7 +48,8 @@ class SchedulerConfig:
                       choices=SCHEDULER_KINDS)
     metric: str = param("loss", "metric ASHA compares between trials; reported at every checkpoint")
     mode: str = param("min", "whether a lower ('min') or higher ('max') metric is better", choices=["min", "max"])
-    max_t: Optional[int] = param(None, "training steps after which ASHA stops a trial; default: training.steps", min=1)
+    max_t: Optional[int] = param(
+        None, "training steps after which ASHA stops a trial (without its evaluation); default: training.steps", min=1)
     grace_period: int = param(100, "training steps every trial runs before it may be stopped", min=1)
     reduction_factor: float = param(3.0, "ASHA keeps 1 / reduction_factor of the trials at each rung", min=1,
                                     min_exclusive=True)
@@ -223,7 +225,7 @@ def load_sweep(path: str | os.PathLike, overrides: Sequence[str] = ()) -> SweepS
     if not experiment.exists():
         raise ConfigError(f"{file}: experiment '{config.experiment}' not found (looked for {experiment})")
     config.name = config.name or file.stem
-    if not config.name.replace("-", "_").replace(".", "_").isidentifier():
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", config.name):
         raise ConfigError(f"sweep name={config.name!r} must be letters, digits, '_', '-' or '.': it names folders and runs")
     if not config.search_space:
         raise ConfigError(f"{file}: search_space is empty; give at least one config key with grid/choice/uniform values")

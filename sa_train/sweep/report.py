@@ -22,6 +22,7 @@ from sa_train.sweep.trial import FINISHED_KEY, INFO_KEYS
 MARKDOWN = "ablation.md"
 CSV = "ablation.csv"
 FINISHED, FAILED, STOPPED, UNFINISHED = "finished", "failed", "stopped early", "unfinished"
+_COUNTS = ("fd_num_", "kl_num_")  # how many frames / clips a figure is over, not a figure to rank by
 _NOT_METRICS = {"done", "trial_id", "experiment_tag", "checkpoint_path", "samples_seen", FINISHED_KEY, *INFO_KEYS}
 
 
@@ -45,9 +46,15 @@ def _status(tune_status: str, result: dict) -> str:
     return STOPPED if tune_status == "TERMINATED" else UNFINISHED
 
 
-def _last_error_line(text: Optional[str]) -> str:
+def _last_error_line(text: Optional[str], limit: int = 400) -> str:
+    """The last line of a trial's traceback: the exception and its message (Ray may cut it short)."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+    if not lines:
+        return ""
+    line = lines[-1]
+    if not re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", line):
+        line = "..." + line  # Ray truncated the worker's traceback in the middle
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def collect_rows(sweep_dir: str, dims: Sequence[SearchDimension]) -> list[TrialRow]:
@@ -78,7 +85,8 @@ def collect_rows(sweep_dir: str, dims: Sequence[SearchDimension]) -> list[TrialR
 def headline_metrics(rows: Sequence[TrialRow], sweep_metric: str) -> list[str]:
     """The paper's columns that some trial has, in the paper's order, then the sweep's metric and the loss."""
     present = {k for r in rows for k in r.metrics}
-    ordered = sorted(k for k in present if k.startswith("fd_")) + sorted(k for k in present if k.startswith("kl_"))
+    ordered = sorted(k for k in present if k.startswith("fd_") and not k.startswith(_COUNTS))
+    ordered += sorted(k for k in present if re.fullmatch(r"kl_.+_ref_gen", k))
     ordered += [k for k in ("clap_score", "timing_mae_s", "adherence_pass_rate") if k in present]
     for k in (sweep_metric, "loss"):
         if k not in ordered:

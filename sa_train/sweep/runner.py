@@ -78,6 +78,8 @@ def _prepare(spec: SweepSpec) -> _Prepared:
 
     dims = parse_search_space(spec.config.search_space, spec.path)
     configs = check_trial_configs(spec.experiment, spec.overrides, dims, spec.path)
+    if spec.config.scheduler.kind != "none":
+        scheduler_steps(spec, configs[0])
     root = spec.config.storage or storage_root(configs[0])
     return _Prepared(dims, configs, f"{root.rstrip('/')}/{spec.name}", root)
 
@@ -133,15 +135,32 @@ def _experiment_exists(sweep_dir: str) -> bool:
     return Tuner.can_restore(sweep_dir)
 
 
+def scheduler_steps(spec: SweepSpec, base_cfg) -> tuple[int, int]:
+    """(max_t, grace_period) of ASHA in training steps; raises ConfigError when no trial could be compared."""
+    sched = spec.config.scheduler
+    max_t = sched.max_t or base_cfg.training.steps
+    if sched.grace_period >= max_t:
+        raise ConfigError(
+            f"{spec.path}: scheduler.grace_period={sched.grace_period} must be below scheduler.max_t={max_t} "
+            f"(default training.steps), or ASHA never compares trials")
+    if base_cfg.training.checkpoint_every > sched.grace_period:
+        logger.warning("training.checkpoint_every=%d exceeds scheduler.grace_period=%d: trials report their loss "
+                       "only at checkpoints, so ASHA compares them later than the grace period",
+                       base_cfg.training.checkpoint_every, sched.grace_period)
+    return max_t, sched.grace_period
+
+
 def _scheduler(spec: SweepSpec, base_cfg):
     sched = spec.config.scheduler
     if sched.kind == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="step", metric=sched.metric, mode=sched.mode,
-                         max_t=sched.max_t or base_cfg.training.steps, grace_period=sched.grace_period,
-                         reduction_factor=sched.reduction_factor)
+    max_t, grace = scheduler_steps(spec, base_cfg)
+    # ASHA stops a trial whose step reaches max_t: +1 lets a trial that trains exactly max_t steps report
+    # its last checkpoint and then run its evaluation.
+    return ASHAScheduler(time_attr="step", metric=sched.metric, mode=sched.mode, max_t=max_t + 1,
+                         grace_period=grace, reduction_factor=sched.reduction_factor)
 
 
 def trial_dirname(trial) -> str:
@@ -149,7 +168,8 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _tracking(spec: SweepSpec, prep: _Prepared, concurrency: int, needs_text: str) -> tuple[Optional[str], Optional[str]]:
+def _tracking(spec: SweepSpec, prep: _Prepared, concurrency: int, needs_text: str,
+              resume: bool) -> tuple[Optional[str], Optional[str]]:
     base = prep.configs[0]
     if not base.tracking.enabled:
         return None, None
@@ -164,7 +184,7 @@ def _tracking(spec: SweepSpec, prep: _Prepared, concurrency: int, needs_text: st
         "overrides": json.dumps(list(spec.overrides)), "trials": count_trials(prep.dims, spec.config.num_samples),
         "max_concurrent_trials": concurrency, "trial_resources": needs_text,
     }
-    return uri, start_parent_run(uri, base.tracking.experiment, spec.name, params)
+    return uri, start_parent_run(uri, base.tracking.experiment, spec.name, params, resume)
 
 
 def run_sweep(spec: SweepSpec, *, resume: bool = False, launch: Optional[Callable[..., Any]] = None,
@@ -202,7 +222,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, launch: Optional[Callabl
                 count_trials(prep.dims, spec.config.num_samples), needs.describe(), concurrency,
                 cluster.get("CPU", 0), cluster.get("GPU", 0))
 
-    uri, parent = _tracking(spec, prep, concurrency, needs.describe())
+    uri, parent = _tracking(spec, prep, concurrency, needs.describe(), resume)
     run_overrides = [*spec.overrides, f"storage.path={prep.sweep_dir}/{RUNS_DIR}"]
     if uri:
         run_overrides.append(f"tracking.uri={uri}")
@@ -276,5 +296,4 @@ def _report(spec: SweepSpec, prep: _Prepared, uri: Optional[str], parent: Option
             tags["sa_train.best_trial"] = best.trial_id
         finish_parent_run(uri, parent, status="FINISHED" if outcome.complete else "KILLED", metrics=metrics,
                           tags=tags, report_dir=out_dir, table=table_columns(rows) if rows else None)
-    logger.info("%s", outcome.summary())
     return outcome

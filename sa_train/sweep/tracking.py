@@ -34,15 +34,17 @@ def find_parent_run(uri: str, experiment: str, sweep_name: str) -> Optional[str]
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
+    # The newest one: a sweep folder that was deleted and run again gets a new parent.
     runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_name}'",
-                              max_results=1)
+                              max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0].info.run_id if runs else None
 
 
-def start_parent_run(uri: str, experiment: str, sweep_name: str, params: Mapping[str, Any]) -> str:
-    """The sweep's parent run: the existing one with this sweep's tag (marked running again), or a new one."""
+def start_parent_run(uri: str, experiment: str, sweep_name: str, params: Mapping[str, Any], resume: bool) -> str:
+    """The sweep's parent run: when resuming, the newest one with this sweep's tag (marked running
+    again); otherwise a new one."""
     client = MlflowClient(uri)
-    run_id = find_parent_run(uri, experiment, sweep_name)
+    run_id = find_parent_run(uri, experiment, sweep_name) if resume else None
     if run_id:
         logger.info("continuing the sweep's MLflow parent run %s", run_id)
         client.update_run(run_id, status="RUNNING")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from sa_train.config.paths import absolute_local_paths
+
 from sa_train.sweep.config import SweepEvaluationConfig
 from sa_train.sweep.space import SearchDimension, trial_overrides, trial_values
 
@@ -87,27 +89,6 @@ def run_trial(context: TrialContext, tune_config: dict, launch: Optional[Callabl
     final.update({FINISHED_KEY: 1, "run_name": run_name, "mlflow_run_id": result.mlflow_run_id or "",
                   "exported": result.exported or "", "run_dir": result.run_dir})
     tune.report(final)
-
-
-def absolute_local_paths(cfg, workdir: Path) -> None:
-    """Relative local paths of the config made absolute against ``workdir``, in place.
-
-    Ray Train workers run in a folder of their own, so a folder such as
-    ``model.conditioning.text_encoder.name_or_path: models/tiny/clap`` would not be found there. Only
-    paths that exist under ``workdir`` change: a hub id such as ``org/model`` stays as it is.
-    """
-    def fix(value):
-        if not value or "://" in value or Path(value).is_absolute():
-            return value
-        candidate = workdir / value
-        return str(candidate.resolve()) if candidate.exists() else value
-
-    text = cfg.model.conditioning.text_encoder
-    text.name_or_path = fix(text.name_or_path)
-    cfg.model.autoencoder.pretrained = fix(cfg.model.autoencoder.pretrained)
-    cfg.data.latents = fix(cfg.data.latents)
-    cfg.data.sources = [fix(source) for source in cfg.data.sources]
-    cfg.distributed.deepspeed_config = fix(cfg.distributed.deepspeed_config)
 
 
 def _record_values(context: TrialContext, run_name: str, values: dict) -> None:

@@ -106,6 +106,9 @@ def launch(
     from sa_train.ray_session import ensure_ray
     from sa_train.training.worker import train_loop_per_worker
 
+    from sa_train.config.paths import absolute_local_paths
+
+    absolute_local_paths(cfg, Path.cwd())  # workers run in a folder of their own
     dist = cfg.distributed
     run_name = cfg.tracking.run_name or default_run_name(cfg)
     cfg.tracking.run_name = run_name
