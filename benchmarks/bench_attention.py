@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sa_train.models.unet.attention import attention, xformers_available  # noqa: E402
 
+from benchmarks.results import record  # noqa: E402
 logger = logging.getLogger("bench_attention")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 LENGTHS = (1024, 2048, 4096, 8192)
@@ -244,10 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
              f"{'fwd+bwd' if args.backward else 'fwd'}, B=1, {HEADS}x{HEAD_WIDTH}; {platform.machine()}, "
              f"load {os.getloadavg()[0]:.1f}): " + "; ".join(notes) + f"; self-attention at {TARGET_LENGTH}: {speed}; "
              f"target {'met' if met else 'missed'}")
-    print(entry)
-    if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(entry + "\n")
+    record(entry, append=not args.no_append)
     return 0
 
 

@@ -54,6 +54,7 @@ from sa_train.models.unet.attention import xformers_available  # noqa: E402
 from sa_train.models.unet.unet import UNet1D  # noqa: E402
 from sa_train.planning import GPU_PEAK_TFLOPS  # noqa: E402
 
+from benchmarks.results import record  # noqa: E402
 logger = logging.getLogger("bench_gpu")
 RESULTS = os.path.join(REPO, "benchmarks", "RESULTS.md")
 PAPER_CONFIG = os.path.join(REPO, "configs", "experiments", "stable_audio_1_0_diffusion.yaml")
@@ -323,10 +324,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     entry = (f"- {datetime.date.today().isoformat()} bench_gpu ({device_name}, torch {torch.__version__}, "
              f"U-Net {params / 1e6:.0f}M, {shapes.batch} x {shapes.channels} x {shapes.frames}, "
              f"{precision}, {flops / 1e12:.1f} TFLOP/step): " + "; ".join(notes))
-    print(entry)
-    if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(entry + "\n")
+    record(entry, append=not args.no_append)
     return 0
 
 

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.results import record  # noqa: E402
 RESULTS = os.path.join(REPO, "benchmarks", "RESULTS.md")
 BASE_CONFIG = os.path.join(REPO, "configs", "experiments", "waveform.yaml")
 STEP_LOG_ENV = "SA_TRAIN_BENCH_STEP_LOG"
@@ -422,10 +423,7 @@ def main(argv=None) -> int:
         ratio = r.steps.mean / m.bare.mean
         print(f"sa_train ZeRO-{r.zero_stage}: {ratio:.3f}x the bare loop (mean step time), {verdict(ratio)}")
     entry = results_line(args, m, load)
-    print(entry)
-    if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(entry + "\n")
+    record(entry, append=not args.no_append)
     return 0
 
 

@@ -50,6 +50,7 @@ from sa_train.diffusion.config import SamplingConfig  # noqa: E402
 from sa_train.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_dpmpp_3m_sde  # noqa: E402
 from sa_train.diffusion.schedule import sigmas_karras, sigmas_polyexponential  # noqa: E402
 
+from benchmarks.results import record  # noqa: E402
 logger = logging.getLogger("bench_samplers")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64).view(1, 2, 1)
@@ -165,10 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     entry = (f"- {datetime.date.today().isoformat()} bench_samplers (Gaussian case, relative std error, "
              f"{platform.machine()}): {summary}; {verdict.replace('MISSED', 'missed')}")
-    print(entry)
-    if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(entry + "\n")
+    record(entry, append=not args.no_append)
     return 0
 
 

@@ -50,6 +50,7 @@ from sa_train.config import load_config  # noqa: E402
 from sa_train.models.unet.config import UNetConfig  # noqa: E402
 from sa_train.models.unet.unet import UNet1D  # noqa: E402
 
+from benchmarks.results import record  # noqa: E402
 logger = logging.getLogger("bench_scaling")
 RESULTS = os.path.join(REPO, "benchmarks", "RESULTS.md")
 CONFIG = os.path.join(REPO, "configs", "experiments", "tiny_diffusion.yaml")
@@ -240,10 +241,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     entry = (f"- {datetime.date.today().isoformat()} bench_scaling (fwd+bwd+AdamW, {args.batch} x "
              f"{', '.join(str(m) for m in args.multipliers)} x {BASE_FRAMES} frames, 1 thread; {platform.machine()}, "
              f"load {os.getloadavg()[0]:.1f}): " + "; ".join(summaries))
-    print(entry)
-    if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(entry + "\n")
+    record(entry, append=not args.no_append)
     return 0
 
 

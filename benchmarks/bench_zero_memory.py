@@ -49,6 +49,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.results import record  # noqa: E402
 logger = logging.getLogger("bench_zero_memory")
 RESULTS = os.path.join(REPO, "benchmarks", "RESULTS.md")
 CONFIG = os.path.join(REPO, "configs", "experiments", "tiny_diffusion.yaml")
@@ -240,10 +241,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     entry = (f"- {datetime.date.today().isoformat()} bench_zero_memory (U-Net {params / 1e6:.1f}M params, "
              f"{WORLD_SIZE} ranks gloo, fp32; {platform.machine()}, {os.cpu_count()} cores): " + "; ".join(notes)
              + f"; target {'met' if met else 'missed'}")
-    print(entry)
-    if not args.no_append:
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(entry + "\n")
+    record(entry, append=not args.no_append)
     return 0
 
 
