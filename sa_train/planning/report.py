@@ -1,7 +1,7 @@
 """The plan of a training run: parameters, FLOPs, memory per GPU and time, as a table or a dict.
 
     plan = make_plan(cfg, gpu="a100", utilization=0.4)
-    print(format_plan(plan)); json.dumps(plan.to_dict())
+    table, as_json = format_plan(plan), json.dumps(plan.to_dict())
 """
 
 from __future__ import annotations

@@ -91,8 +91,9 @@ def main() -> None:
     parser.add_argument("out", help="folder to write clap/ and t5/ into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     for kind, path in write_tiny_text_encoders(args.out, args.seed).items():
-        print(f"{kind}: {path}")
+        logger.info("%s: %s", kind, path)
 
 
 if __name__ == "__main__":
