@@ -114,6 +114,16 @@ def _local_folder(path: str | Path) -> tuple[Path, Optional[tempfile.TemporaryDi
     return Path(tmp.name), tmp
 
 
+def upload_folder(local: str | Path, uri: str) -> str:
+    """Copy a local folder to a remote URI (s3://, gs://, file://) through pyarrow; returns the URI."""
+    import pyarrow.fs
+
+    fs, remote = pyarrow.fs.FileSystem.from_uri(uri)
+    fs.create_dir(remote, recursive=True)
+    pyarrow.fs.copy_files(str(local), remote, destination_filesystem=fs)
+    return uri
+
+
 def load_exported(
     path: str | Path | None, weights: str = "ema", expect_stage: Optional[str] = None, allow_mismatch: bool = False
 ) -> ExportedModel:

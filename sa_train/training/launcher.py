@@ -171,17 +171,23 @@ def launch(
 
 
 def _export_and_log(checkpoint, run_dir: str, tracking_uri: Optional[str], run_id: Optional[str]) -> str:
-    from sa_train.export import export_checkpoint
+    """Export the final checkpoint into <run_dir>/exported (uploaded when the storage is remote)."""
+    import tempfile
 
-    local_run = "://" not in run_dir
-    with checkpoint.as_directory() as directory:
-        out = Path(run_dir) / "exported" if local_run else Path(directory).parent / "exported"
-        export_checkpoint(directory, out)
+    from sa_train.export import export_checkpoint, upload_folder
+
+    destination = f"{run_dir.rstrip('/')}/exported"
+    remote = "://" in run_dir
+    with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory(prefix="sa_train_export_") as tmp:
+        local = Path(tmp) / "exported" if remote else Path(destination)
+        export_checkpoint(directory, local)
+        if remote:
+            upload_folder(local, destination)
         if run_id:
             from sa_train.tracking.mlflow_tracker import RunTracker
 
-            RunTracker(tracking_uri, run_id).log_artifact(out, "exported_model")
-    return str(out)
+            RunTracker(tracking_uri, run_id).log_artifact(local, "exported_model")
+    return destination
 
 
 def _finish_run(tracking_uri: str, run_id: str, status: str, checkpoint: Optional[str] = None) -> None:

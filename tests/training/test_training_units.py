@@ -139,3 +139,24 @@ def test_a_single_worker_trains_with_zero0_and_no_allreduce(monkeypatch):
         assert not torch.equal(engine.module.weight.detach(), before)  # it still trains
     finally:
         dist.destroy_process_group()
+
+
+def test_an_export_uploaded_to_remote_storage_loads_from_there(tmp_path):
+    """Remote run folders (s3://, gs://) get their export uploaded; file:// takes the same pyarrow path."""
+    from safetensors.torch import save_file
+
+    from sa_train.config import to_yaml
+    from sa_train.export import export_checkpoint, load_exported, upload_folder
+    from sa_train.models.diffusion_model import build_autoencoder
+
+    cfg = load_config(None, ["training.stage=autoencoder"])
+    checkpoint = fake_checkpoint(tmp_path / "run", 2, world_size=1)
+    state = json.loads((checkpoint / "state.json").read_text())
+    state["stage"] = "autoencoder"
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    (checkpoint / "config.yaml").write_text(to_yaml(cfg))
+    save_file(build_autoencoder(cfg.model).state_dict(), str(checkpoint / "model.safetensors"))
+    local = export_checkpoint(checkpoint, tmp_path / "staging")
+    uri = upload_folder(local, (tmp_path / "bucket" / "run" / "exported").as_uri())
+    exported = load_exported(uri, weights="raw", expect_stage="autoencoder")
+    assert exported.meta["step"] == 2 and exported.meta["weights"] == "raw"
