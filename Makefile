@@ -1,21 +1,27 @@
-# The two front doors: `make demo` and `make test` (see README.md). Both create or refresh the
-# virtual environment in .venv, and do nothing more when pyproject.toml has not changed.
+# The two front doors: `make demo` and `make test` (see README.md). Both create the virtual
+# environment in .venv and install into it exactly what the lock files name (tools/install_locked.sh);
+# they install nothing more while the lock and pyproject.toml are unchanged.
 
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# DeepSpeed builds its CPU communication op at install time instead of JIT-compiling it (about a
-# minute) in every fresh process; torch must be installed first, so it is built without isolation.
-DS_ENV := DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1
-REQ = $(shell $(BIN)/python -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print(next(x for x in d if x.startswith("$(1)")))')
+INSTALL := PYTHON=$(PYTHON) tools/install_locked.sh $(VENV)
+# `make lock` resolves for the machines the project runs on: Linux x86_64 with Python 3.11.
+UV_COMPILE := uv pip compile pyproject.toml -c constraints.txt --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --quiet --no-header --annotation-style line
 
-.PHONY: demo test bench install install-dev clean
+.PHONY: demo test test-fast bench install install-dev lock clean
 
 demo: $(VENV)/.installed
 	$(BIN)/sa-train demo
 
+# The whole suite, as CI runs it (unit, slow and integration tests on a local Ray).
 test: $(VENV)/.installed-dev
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q
+
+# Unit tests only (no local Ray cluster, no end-to-end runs): a few minutes.
+test-fast: $(VENV)/.installed-dev
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -m "not integration and not slow"
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run_all
@@ -23,19 +29,21 @@ bench: $(VENV)/.installed-dev
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
-
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q "$(call REQ,torch==)" ninja packaging
-	$(DS_ENV) $(BIN)/pip install -q --no-build-isolation "$(call REQ,deepspeed)"
-	$(BIN)/pip install -q -e .
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(INSTALL) requirements.lock
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev]"
-	touch $@
+$(VENV)/.installed-dev: requirements-dev.lock pyproject.toml
+	$(INSTALL) requirements-dev.lock
+	touch $(VENV)/.installed $@
+
+# Re-resolve the locks after changing a dependency in pyproject.toml or constraints.txt, or to take
+# newer releases on purpose; then run `make test` and commit the three files together.
+lock:
+	$(PYTHON) -m pip install -q "uv==0.13.9"
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock
+	$(UV_COMPILE) --extra gpu -c requirements.lock -o requirements-gpu.lock
 
 clean:
 	rm -rf $(VENV) runs mlflow.db mlartifacts .pytest_cache

@@ -97,7 +97,9 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
     if problems:
         message = f"weights in {source} do not match the model built from its config: " + "; ".join(problems)
         if not allow_mismatch:
-            raise ValueError(message + " (pass allow_mismatch / --allow-mismatch to load anyway)")
+            raise ValueError(message + "; check that the folder and its config belong together (export again with "
+                             "`sa-train export`), or pass --allow-mismatch to `sa-train generate` to load anyway "
+                             "(missing weights keep their initial values)")
         logger.warning(message)
 
 
@@ -129,7 +131,8 @@ def load_exported(
 ) -> ExportedModel:
     """Load an exported model (``weights``: 'ema' when present, else 'raw'; or 'raw')."""
     if path is None:
-        raise ValueError("no exported model given: set model.autoencoder.pretrained or pass --model")
+        raise ValueError("no exported model given: set model.autoencoder.pretrained to a folder written by "
+                         "`sa-train export` (sa-train encode takes it as --autoencoder)")
     folder, tmp = _local_folder(path)
     try:
         meta_path = folder / META_FILE

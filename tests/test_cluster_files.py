@@ -261,11 +261,15 @@ def test_aws_token_auth_is_on_for_head_and_workers(aws):
     assert "~/.ray/auth_token" in aws["file_mounts"]
 
 
-def test_aws_setup_installs_the_package_with_its_gpu_extra(aws):
+def test_aws_setup_and_the_image_install_the_gpu_lock(aws):
     setup = "\n".join(aws["setup_commands"])
-    assert re.search(r"pip install[^\n]*sa_train\[gpu\]", setup)
-    # It installs from the checkout copied to the node.
+    assert re.search(r"cd ~/sa_train && [^\n]*tools/install_locked\.sh ~/sa_train_venv requirements-gpu\.lock", setup)
+    # It installs from the checkout copied to the node, which holds the lock.
     assert "~/sa_train" in aws["file_mounts"]
+    assert (REPO / "requirements-gpu.lock").exists() and (REPO / "tools" / "install_locked.sh").exists()
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert re.search(r"^RUN .*tools/install_locked\.sh \S+ requirements-gpu\.lock", dockerfile, re.MULTILINE)
+    assert "pip install" not in dockerfile.split("COPY", 1)[1], "the image installs from the lock only"
 
 
 def test_aws_rsync_leaves_out_the_local_only_folders(aws):

@@ -31,14 +31,18 @@ SUBCOMMAND_MODULES = (
 EXIT_CONFIG_ERROR = 2
 
 
-def _available_modules() -> list:
+def _subcommand_modules() -> list:
+    """Every subcommand module; one that cannot be imported stops the CLI with its name and cause."""
     modules = []
     for name in SUBCOMMAND_MODULES:
         try:
             modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a real missing dependency inside an existing module
-                raise
+        except ImportError as err:
+            raise SystemExit(
+                f"sa-train: the subcommand module {name} cannot be imported ({type(err).__name__}: {err}). "
+                "The installation is incomplete or broken: reinstall from the lock (make install), and run "
+                "`python -m sa_train.cli.stack_check` to see which package fails to load."
+            ) from err
     return modules
 
 
@@ -51,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _available_modules():
+    for module in _subcommand_modules():
         module.register(subparsers)
     return parser
 
