@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 from sa_train.config.fields import ConfigError
 from sa_train.config.schema import ExperimentConfig
+from sa_train.diffusion.config import check_diffusion
 from sa_train.models.conditioners.config import check_conditioning
 
 
@@ -127,6 +128,7 @@ def check_consistency(cfg: ExperimentConfig) -> None:
             f"(it is {cfg.distributed.zero_stage})"
         )
     check_conditioning(cfg.model.conditioning)
+    check_diffusion(cfg.model.diffusion)
     sampling = cfg.model.sampling
     if sampling.sigma_min >= sampling.sigma_max:
         raise ConfigError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sa_train.config.fields import param
+from sa_train.config.fields import ConfigError, param
 
 SAMPLERS = ("ddim", "dpmpp-2m", "dpmpp-2m-sde", "dpmpp-3m-sde")
 SIGMA_SCHEDULES = ("polyexponential", "karras")
@@ -24,7 +24,29 @@ class DiffusionConfig:
     null_embedding: str = param(
         "learned", "the null conditioning for CFG: a 'learned' sequence or 'zeros'", choices=["learned", "zeros"]
     )
-    mask_padding_in_loss: bool = param(True, "exclude padded (silent filler) latent frames from the loss")
+    mask_padding_in_loss: bool = param(
+        False,
+        "exclude padded latent frames (the silence after a short file) from the loss. False, the default "
+        "and stable-audio-tools' behaviour, trains the model to produce that silence after seconds_total, "
+        "which is how the timing conditioning controls the length of the audio",
+    )
+    padding_mask_dropout: float = param(
+        0.0,
+        "with mask_padding_in_loss: probability, drawn per example, of including its padded frames anyway, "
+        "so that silence is still learned (stable-audio-tools' mask_padding_dropout, drawn per batch there)",
+        min=0,
+        max=1,
+    )
+
+
+def check_diffusion(cfg: DiffusionConfig, key: str = "model.diffusion") -> None:
+    """Cross-field rules of this section; raises ConfigError naming the key and the fix."""
+    if cfg.padding_mask_dropout > 0 and not cfg.mask_padding_in_loss:
+        raise ConfigError(
+            f"{key}.padding_mask_dropout={cfg.padding_mask_dropout} has no effect: padded frames are already "
+            f"in the loss because {key}.mask_padding_in_loss=false; set padding_mask_dropout=0 or "
+            "mask_padding_in_loss=true"
+        )
 
 
 @dataclass

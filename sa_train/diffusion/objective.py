@@ -1,11 +1,13 @@
-"""The v-objective of the paper: predict ``v = alpha eps - sigma x0`` at a noisy point ``x_t``."""
+"""The v-objective of the paper: predict ``v = alpha eps - sigma x0`` at a noisy point ``x_t``,
+and which latent frames its loss counts."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
+from sa_train.diffusion.config import DiffusionConfig
 from sa_train.diffusion.schedule import alpha_sigma
 
 # model_fn(x_t: (B, C, T), t: (B,), **model_kwargs) -> v: (B, C, T)
@@ -71,3 +73,41 @@ def v_objective_loss(
     # masked_fill rather than multiply: a non-finite prediction on a padded frame must not leak in.
     total = per_frame.masked_fill(~mask, 0.0).sum(dim=1)
     return total / mask.sum(dim=1).clamp(min=1).to(total.dtype)
+
+
+def loss_mask_for(
+    mask: torch.Tensor, cfg: DiffusionConfig, generator: Optional[torch.Generator] = None
+) -> Optional[torch.Tensor]:
+    """The frame mask that :func:`v_objective_loss` should use for a batch, by ``model.diffusion``.
+
+    Padded frames hold the silence after a short file; the model must learn to produce it after
+    seconds_total, so by default (``mask_padding_in_loss`` false) they count and this returns None.
+    With masking on, each example keeps its mask except with probability ``padding_mask_dropout``,
+    one uniform per example drawn from ``generator`` (the caller's per-rank stream, never the global
+    RNG), where its row becomes all True and its padding counts again.
+
+    Args:
+        mask: (batch, frames) bool, True on real (not padded) frames.
+        cfg: the ``model.diffusion`` config.
+        generator: required when ``padding_mask_dropout`` > 0; draws on its own device.
+
+    Returns:
+        None (count every frame) or a (batch, frames) bool mask on ``mask``'s device.
+    """
+    if not cfg.mask_padding_in_loss:
+        return None
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be (batch, frames); got shape {tuple(mask.shape)}")
+    mask = mask.to(torch.bool)
+    p = float(cfg.padding_mask_dropout)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"model.diffusion.padding_mask_dropout={p} must lie in [0, 1]")
+    if p == 0.0:
+        return mask
+    if generator is None:
+        raise ValueError(
+            "model.diffusion.padding_mask_dropout > 0 needs a torch.Generator (the rank's own stream) "
+            "to draw which examples drop their mask; got None"
+        )
+    drop = torch.rand(mask.shape[0], generator=generator, device=generator.device) < p  # (batch,)
+    return mask | drop.to(mask.device)[:, None]

@@ -47,12 +47,13 @@ def test_per_second_floors_and_clamps_to_the_table():
 
 def test_fourier_differs_for_different_seconds_and_clamps():
     timing = TimingEmbedding(TimingConfig(kind="fourier", max_seconds=512, fourier_features=32), WIDTH)
-    tokens, _ = timing(torch.tensor([0.0, 10.0, 10.5, 512.0, 900.0]), torch.tensor([95.0] * 5))
+    tokens, _ = timing(torch.tensor([0.0, 10.0, 11.0, 512.0, 900.0, 10.5]), torch.tensor([95.0] * 6))
     start = tokens[:, 0]
-    assert tokens.shape == (5, 2, WIDTH)
+    assert tokens.shape == (6, 2, WIDTH)
     for i in range(3):
         assert not torch.allclose(start[i], start[i + 1]), f"seconds {i} and {i + 1} embed alike"
     assert torch.allclose(start[3], start[4]), "seconds beyond max_seconds are clamped"
+    assert torch.allclose(start[5], start[1]), "seconds_start is floored to whole seconds, as in training"
     assert not torch.allclose(tokens[0, 0], tokens[0, 1]), "start and total use separate embeddings"
 
 

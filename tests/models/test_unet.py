@@ -10,7 +10,7 @@ import torch
 
 from sa_train.config import load_config
 from sa_train.models.unet import UNet1D, UNetConfig
-from sa_train.models.unet.blocks import Downsample1d, Upsample1d
+from sa_train.models.unet.blocks import Downsample1d, TransformerBlock1d, Upsample1d
 
 TOKENS = 5
 
@@ -162,3 +162,64 @@ def test_tiny_default_trains_one_step_and_reduces_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+# --- positional encoding of the self-attention (off by default, as the paper) -----------------
+
+
+def _constant_in_time(cfg: UNetConfig, length: int = 128) -> torch.Tensor:
+    return torch.randn(1, cfg.in_channels, 1, generator=torch.Generator().manual_seed(1)).expand(1, -1, length)
+
+
+@pytest.mark.parametrize("encoding", ["none", "sinusoidal"])
+def test_positional_encoding_makes_self_attention_depend_on_the_frame_position(encoding):
+    torch.manual_seed(0)
+    block = TransformerBlock1d(32, 4, 16, 2, "math", positional_encoding=encoding)
+    x = torch.randn(2, 1, 32).expand(2, 24, 32)  # every frame the same
+    out = block(x, torch.randn(2, 3, 16))
+    spread = (out - out[:, :1]).abs().amax().item()
+    if encoding == "none":
+        assert spread < 1e-5, "without positions, attention treats identical frames identically"
+    else:
+        assert spread > 1e-3
+
+
+def test_tiny_unet_tells_interior_frames_apart_only_with_positional_encoding():
+    """The tiny U-Net's convolutions see the window's borders only near them: frames 50 and 80 of a
+    constant input give the same output, so it cannot learn where a requested length ends."""
+    outputs = {}
+    for encoding in ("none", "sinusoidal"):
+        torch.manual_seed(0)
+        model = UNet1D(_tiny(positional_encoding=encoding)).eval()
+        with torch.no_grad():
+            outputs[encoding] = model(_constant_in_time(model.cfg), torch.tensor([0.5]), torch.randn(1, TOKENS, 64))
+    torch.testing.assert_close(outputs["none"][..., 50], outputs["none"][..., 80], atol=1e-6, rtol=0)
+    assert (outputs["sinusoidal"][..., 50] - outputs["sinusoidal"][..., 80]).abs().max() > 1e-4
+
+
+def test_positional_encoding_is_off_by_default_and_adds_no_parameters():
+    assert UNetConfig().positional_encoding == "none"
+    plain, encoded = UNet1D(_tiny()), UNet1D(_tiny(positional_encoding="sinusoidal"))
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes(encoded) == shapes(plain)
+    encoded.load_state_dict(plain.state_dict())  # checkpoints load either way
+    x, t, context, mask = _batch(plain.cfg)
+    assert torch.isfinite(encoded(x, t, context, mask)).all()
+
+
+@pytest.mark.parametrize("preset", ["stable_audio_1_0", "tiny"])
+def test_presets_keep_attention_without_positions(preset):
+    cfg = load_config(f"configs/model/{preset}.yaml", ["model.autoencoder.pretrained=x"]).model.unet
+    assert cfg.positional_encoding == "none"
+
+
+def test_tiny_preset_parameter_count_is_unchanged():
+    cfg = load_config("configs/model/tiny.yaml", ["model.autoencoder.pretrained=x"]).model.unet
+    with torch.device("meta"):
+        model = UNet1D(cfg)
+    assert sum(p.numel() for p in model.parameters()) == 854_608
+
+
+def test_unknown_positional_encoding_names_the_key():
+    with pytest.raises(ValueError, match="model.unet.positional_encoding='rotary'"):
+        UNet1D(_tiny(positional_encoding="rotary"))

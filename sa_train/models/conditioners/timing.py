@@ -4,6 +4,14 @@ The paper looks each integer second (clamped to 0..512) up in a learned table, o
 quantity, and appends the two tokens after the text tokens. A later variant maps seconds / 512
 through learned Fourier features and a linear layer, and also feeds both embeddings as a global
 conditioning vector. ``kind: none`` gives no timing tokens (an ablation, or unconditional timing).
+
+One rounding rule, at training and at generation (:func:`conditioning_seconds`): the embeddings
+see whole seconds, ``floor(seconds_start)`` and ``ceil(seconds_total)``, which is what the data
+pipeline (sa_train.data.decode) gives a crop at that offset of a file of that length. Training
+values are already whole, so the rule changes nothing there; a request for 2.5 s is conditioned
+like the files of 2-3 s that trained the embedding of 3 (and its output is then trimmed at 2.5 s),
+where flooring would select the files of 1-2 s. Both kinds follow it: the Fourier features never
+saw a fractional second either.
 """
 
 from __future__ import annotations
@@ -19,9 +27,26 @@ from sa_train.models.conditioners.config import TimingConfig
 
 KEY = "model.conditioning.timing"
 
+# Float noise in a request (2.0000001 s computed from frames) must not move it to the next second.
+# 1e-4 s is above float32's resolution at 512 s (6e-5 s) and far below any length one asks for.
+ROUNDING_TOLERANCE_S = 1e-4
+
+
+def conditioning_seconds(seconds_start: torch.Tensor, seconds_total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole seconds the timing embeddings see, by the data pipeline's rule.
+
+    ``seconds_start: (B,)`` -> floor, as ``floor(crop offset / rate)``; ``seconds_total: (B,)`` ->
+    ceil, as ``ceil(file frames / rate)``; each within ROUNDING_TOLERANCE_S of a whole second is
+    that second. Float32 results, not yet clamped.
+    """
+    start = torch.floor(seconds_start.float() + ROUNDING_TOLERANCE_S)
+    total = torch.ceil(seconds_total.float() - ROUNDING_TOLERANCE_S)
+    return start, total
+
 
 class PerSecondEmbedding(nn.Module):
-    """A learned vector per whole second: seconds are floored and clamped to 0..max_seconds.
+    """A learned vector per whole second: seconds are floored and clamped to 0..max_seconds (a
+    plain lookup, as stable-audio-tools' IntConditioner; TimingEmbedding rounds first).
 
     ``forward(seconds: (batch,)) -> (batch, width)``.
     """
@@ -60,7 +85,8 @@ class FourierEmbedding(nn.Module):
 class TimingEmbedding(nn.Module):
     """Embeds (seconds_start, seconds_total) by ``cfg.kind``, one module per quantity.
 
-    ``forward(seconds_start: (B,), seconds_total: (B,)) -> (tokens, global_cond)`` with
+    ``forward(seconds_start: (B,), seconds_total: (B,)) -> (tokens, global_cond)``, the seconds
+    rounded by :func:`conditioning_seconds` (start down, total up) before either kind embeds them, with
     tokens: (B, 2, width) [start, total] or (B, 0, width) for kind none, and
     global_cond: (B, 2 * width) (the two tokens concatenated) or None when global_condition is off.
     """
@@ -104,6 +130,7 @@ class TimingEmbedding(nn.Module):
         if self.kind == "none":
             batch = seconds_start.shape[0]
             return seconds_start.new_zeros((batch, 0, self.width), dtype=torch.float32), None
+        seconds_start, seconds_total = conditioning_seconds(seconds_start, seconds_total)
         start, total = self.start(seconds_start), self.total(seconds_total)  # (B, width) each
         tokens = torch.stack([start, total], dim=1)
         global_cond = torch.cat([start, total], dim=-1) if self.global_condition else None

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from sa_train.models.unet.attention import attention
+from sa_train.models.unet.config import POSITIONAL_ENCODINGS
 
 
 def run_block(block: nn.Module, *args: Optional[torch.Tensor], use_checkpoint: bool) -> torch.Tensor:
@@ -94,6 +95,20 @@ class ResnetBlock1d(nn.Module):
         return h + self.skip(x)
 
 
+def sinusoidal_positions(length: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Fixed encodings of the frame indices 0..length-1, (length, width): sin of the index at
+    geometrically spaced frequencies (periods 2 pi .. 10000 x 2 pi frames) in the first half of the
+    channels, cos in the second (a zero channel last when width is odd)."""
+    half = width // 2
+    exponents = torch.arange(half, device=device, dtype=torch.float32) / max(half, 1)
+    frequencies = torch.pow(10000.0, -exponents)  # (half,)
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * frequencies[None, :]
+    encoding = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    if width % 2:
+        encoding = F.pad(encoding, (0, 1))
+    return encoding.to(dtype)
+
+
 class MultiHeadAttention(nn.Module):
     """Pre-norm multi-head attention; self-attention when ``context_width`` is None.
 
@@ -135,10 +150,26 @@ class TransformerBlock1d(nn.Module):
     """Self-attention, cross-attention to the context tokens, feed-forward (GELU); each residual.
 
     x: (batch, length, width), context: (batch, tokens, context_width), context_mask: (batch, tokens)
+
+    With ``positional_encoding='sinusoidal'`` the self-attention sees x plus
+    :func:`sinusoidal_positions` of the frame indices (the residual stream does not), so its output
+    can depend on where a frame lies in the window; 'none' is the paper's position-free attention.
     """
 
-    def __init__(self, width: int, num_heads: int, context_width: int, feedforward_multiplier: int, backend: str):
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        context_width: int,
+        feedforward_multiplier: int,
+        backend: str,
+        positional_encoding: str = "none",
+    ):
         super().__init__()
+        if positional_encoding not in POSITIONAL_ENCODINGS:
+            allowed = ", ".join(repr(p) for p in POSITIONAL_ENCODINGS)
+            raise ValueError(f"model.unet.positional_encoding={positional_encoding!r} is unknown; use one of {allowed}")
+        self.positional_encoding = positional_encoding
         self.self_attention = MultiHeadAttention(width, num_heads, backend=backend)
         self.cross_attention = MultiHeadAttention(width, num_heads, context_width=context_width, backend=backend)
         # No norm before the feed-forward: the reference has none, and its weights map one to one.
@@ -151,7 +182,10 @@ class TransformerBlock1d(nn.Module):
     def forward(
         self, x: torch.Tensor, context: torch.Tensor, context_mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        x = x + self.self_attention(x)
+        attention_input = x
+        if self.positional_encoding == "sinusoidal":
+            attention_input = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
+        x = x + self.self_attention(attention_input)
         x = x + self.cross_attention(x, context, context_mask)
         return x + self.feed_forward(x)
 
@@ -172,12 +206,13 @@ class Transformer1d(nn.Module):
         feedforward_multiplier: int,
         num_groups: int,
         backend: str,
+        positional_encoding: str = "none",
     ):
         super().__init__()
         self.norm = nn.GroupNorm(num_groups, width, eps=1e-6)
         self.proj_in = nn.Conv1d(width, width, 1)
         self.blocks = nn.ModuleList(
-            TransformerBlock1d(width, num_heads, context_width, feedforward_multiplier, backend)
+            TransformerBlock1d(width, num_heads, context_width, feedforward_multiplier, backend, positional_encoding)
             for _ in range(num_blocks)
         )
         self.proj_out = nn.Conv1d(width, width, 1)

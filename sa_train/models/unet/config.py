@@ -12,6 +12,7 @@ from typing import List
 from sa_train.config.fields import param
 
 ATTENTION_BACKENDS = ("auto", "xformers", "sdpa", "math")
+POSITIONAL_ENCODINGS = ("none", "sinusoidal")
 
 
 @dataclass
@@ -54,6 +55,13 @@ class UNetConfig:
         "auto",
         "'auto': xformers on CUDA when installed, else sdpa; 'xformers', 'sdpa' or 'math' to force one",
         choices=ATTENTION_BACKENDS,
+    )
+    positional_encoding: str = param(
+        "none",
+        "position information for self-attention: 'none' (the paper: position comes only from the "
+        "convolutions' borders, which a shallow U-Net cannot see across its window) or 'sinusoidal' "
+        "(fixed sin/cos of the frame index added to every self-attention input; no parameters)",
+        choices=POSITIONAL_ENCODINGS,
     )
     gradient_checkpointing: bool = param(False, "recompute each block's activations in backward to save memory")
 

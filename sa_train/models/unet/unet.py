@@ -12,6 +12,11 @@ Layout (widths w_i = base_width x multipliers[i], n = len(factors) levels):
                 blocks; upsample w_{i+1} -> w_i by factors[i]
     head        ResNet w_0 -> in_channels: the v prediction
 
+Self-attention has no positional information by default, as the paper's: position comes from the
+convolutions' zero padding at the window's borders, which only a deep enough U-Net sees across the
+window. ``positional_encoding: sinusoidal`` adds fixed sin/cos encodings of the frame index to every
+self-attention input instead (no parameters, so checkpoints and parameter counts are unchanged).
+
 Skips are concatenated (not added) so the up path can weigh them; the 1/sqrt(2) keeps the variance
 of the concatenation close to that of one input. This is the reference layout of Stable Audio 1.0
 (audio-diffusion-pytorch UNet1d, stable-audio-tools ``adp_cfg_1d``); with the paper's preset it has
@@ -102,7 +107,7 @@ class UNet1D(nn.Module):
                 return None
             return Transformer1d(
                 num_blocks, width, cfg.num_heads, cfg.context_width, cfg.feedforward_multiplier, groups,
-                cfg.attention_backend,
+                cfg.attention_backend, cfg.positional_encoding,
             )
 
         self.mapping = ConditioningMapping(cfg.time_embedding_width, mod, global_cond_width)
