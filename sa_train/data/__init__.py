@@ -8,6 +8,7 @@ dataset, Ray Data pipelines and pre-encoded latent shards.
     pipeline    build_audio_dataset (Ray Data), iter_local_batches (no Ray)
     latents     the latent shard format and build_latent_dataset
     encode      encode_to_shards, run_encode (the job behind `sa-train encode`)
+    encode_chunks  whole files through the encoder in chunks that match a whole-file encode
     check       `sa-train data check`
     synth       `sa-train data synth`
 """

@@ -39,8 +39,15 @@ class DataConfig:
     )
     encode_window_samples: int = param(
         0,
-        "audio samples (from the start of each file) that sa-train encode turns into latents; 0 = window_samples. "
-        "Longer than window_samples lets diffusion training draw random latent crops",
+        "sa-train encode stores every file whole; files shorter than this (samples) are padded with silence to it "
+        "first, as the audio path pads a short window, so diffusion can train on latent windows up to this long; "
+        "0 = window_samples",
+        min=0,
+    )
+    encode_chunk_samples: int = param(
+        1048576,
+        "audio samples the encoder sees at once (plus context on each side) when sa-train encode encodes a longer "
+        "file; bounds memory, a multiple of the autoencoder downsampling; 0 = each file in one pass",
         min=0,
     )
     latent_shard_size: int = param(256, "examples per latent shard written by sa-train encode", min=1)

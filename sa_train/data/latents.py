@@ -2,20 +2,31 @@
 
 A latent folder (local path or URI) holds ``shard-000000.npz``, ``shard-000001.npz``, ... and,
 once an encode run finished, ``index.json`` with its summary. Each shard is an uncompressed npz
-(written by :mod:`sa_train.data.encode`) with, for its ``N`` examples:
+(written by :mod:`sa_train.data.encode`) of ``N`` whole files, ``F`` latent frames in all:
 
-    latents         (N, latent_channels, frames) float16
-    padding_mask    (N, frames) bool        True where the frame covers real audio
+    latents         (latent_channels, F) float16   every file's latents, one after the other
+    frame_offsets   (N + 1,) int64     file i: latents[:, frame_offsets[i] : frame_offsets[i + 1]]
+    samples         (N,) int64         real audio of file i at the shard's sample rate; frames past
+                                       ceil(samples / downsampling) encode silence padding
+    file_index      (N,) int64         the file's position in the encoded sources (seeds its crops)
     prompt          (N,) str
-    seconds_start   (N,) int64              of the encoded audio's start
-    seconds_total   (N,) int64              of the whole source file
-    offset_seconds  (N,) float64            exact start of the encoded audio in its file
+    seconds_total   (N,) int64         ceil(whole source file / its sample rate)
     path            (N,) str
-    metadata        () str                  JSON, see :func:`shard_metadata`
+    metadata        () str             JSON, see :func:`shard_metadata`
+
+Each file's latents start at its first sample and cover it whole (a file shorter than the encode
+window is padded with silence to it first). Format version 1 held one fixed window per file and
+is refused: re-encode.
 
 ``metadata`` carries :data:`FORMAT_VERSION` and the autoencoder identity (a hash of its weights
 and config, :func:`autoencoder_identity`). Training refuses shards whose version or identity
 differ from what it expects, because latents of another autoencoder decode to noise.
+
+Training crops mirror the audio path (:func:`sa_train.data.decode.read_window`): for each file
+and epoch the same draw (``example_rng(seed, epoch, file_index)``) picks a sample offset uniform
+in ``[0, samples - window]`` (0 for a shorter file, or with ``data.crop=start``), snapped down to
+the frame grid; ``seconds_start = floor(frame * downsampling / sample_rate)``; a frame is real
+(padding mask True) when any of its samples is real audio.
 """
 
 from __future__ import annotations
@@ -24,7 +35,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import posixpath
 from typing import Any, Iterator, Mapping, Optional
@@ -33,15 +43,17 @@ import numpy as np
 
 from sa_train.data.batch import LATENTS, PADDING_MASK, PATH, PROMPT, SECONDS_START, SECONDS_TOTAL, AudioBatch
 from sa_train.data.config import DataConfig
-from sa_train.data.pipeline import epoch_order
+from sa_train.data.pipeline import epoch_order, example_rng
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".npz"
 INDEX_NAME = "index.json"
-OFFSET_SECONDS = "offset_seconds"
+FRAME_OFFSETS = "frame_offsets"
+SAMPLES = "samples"
+FILE_INDEX = "file_index"
 METADATA = "metadata"
 
 
@@ -74,9 +86,11 @@ def _tensor_bytes(value: Any) -> tuple[str, tuple, bytes]:
 
 
 def shard_metadata(
-    identity: str, downsampling: int, sample_rate: int, latent_channels: int, frames: int, examples: int
+    identity: str, downsampling: int, sample_rate: int, latent_channels: Optional[int], frames: int, examples: int,
+    min_frames: Optional[int],
 ) -> dict[str, Any]:
-    """The metadata JSON stored in every shard."""
+    """The metadata JSON stored in every shard: ``frames`` in all, ``min_frames`` of its
+    shortest file (``latent_channels`` and ``min_frames`` are None in a shard of no files)."""
     return {
         "format_version": FORMAT_VERSION,
         "autoencoder_identity": identity,
@@ -84,6 +98,7 @@ def shard_metadata(
         "sample_rate": sample_rate,
         "latent_channels": latent_channels,
         "frames": frames,
+        "min_frames": min_frames,
         "examples": examples,
     }
 
@@ -172,7 +187,8 @@ def read_shard_metadata(store: ShardStore, name: str) -> dict[str, Any]:
 def validate_shards(location: str, identity: Optional[str]) -> tuple[list[str], dict[str, Any]]:
     """Check every shard's format version and autoencoder identity; returns (names, metadata).
 
-    ``identity=None`` accepts any autoencoder (inspection tools only).
+    The metadata is that of the first shard holding files, with ``min_frames`` over the whole
+    folder. ``identity=None`` accepts any autoencoder (inspection tools only).
     """
     store = ShardStore(location)
     names = store.list_shards()
@@ -180,14 +196,15 @@ def validate_shards(location: str, identity: Optional[str]) -> tuple[list[str], 
         raise LatentFormatError(
             f"data.latents={location!r} holds no latent shards ({SHARD_PREFIX}*{SHARD_SUFFIX}); run `sa-train encode` first"
         )
-    reference: Optional[dict[str, Any]] = None
+    metas = []
     for name in names:
         meta = read_shard_metadata(store, name)
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
             raise LatentFormatError(
                 f"latent shard {location}/{name} has format version {version}, this sa_train reads version "
-                f"{FORMAT_VERSION}; re-encode the dataset with `sa-train encode`"
+                f"{FORMAT_VERSION} (whole files, cropped anew each epoch; version 1 held only each file's first "
+                f"window); re-encode the dataset with `sa-train encode CONFIG --autoencoder DIR --out NEW_FOLDER`"
             )
         found = meta.get("autoencoder_identity")
         if identity is not None and found != identity:
@@ -196,61 +213,86 @@ def validate_shards(location: str, identity: Optional[str]) -> tuple[list[str], 
                 f"autoencoder {identity[:16]}...; latents of another autoencoder decode to noise. Re-encode with "
                 f"`sa-train encode` using this autoencoder, or set data.latents to shards made by it"
             )
-        keys = ("downsampling", "sample_rate", "latent_channels", "frames")
-        if reference is None:
-            reference = meta
-        elif any(meta.get(k) != reference.get(k) for k in keys):
+        metas.append((name, meta))
+    # A shard whose files were all bad has no latent channels to compare.
+    filled = [(name, meta) for name, meta in metas if meta.get("examples")] or metas[:1]
+    first, reference = filled[0]
+    for name, meta in metas:
+        keys = ("downsampling", "sample_rate") + (("latent_channels",) if meta.get("examples") else ())
+        differing = [k for k in keys if meta.get(k) != reference.get(k)]
+        if differing:
             raise LatentFormatError(
-                f"latent shard {location}/{name} differs from {names[0]} in "
-                f"{[k for k in keys if meta.get(k) != reference.get(k)]}; the folder mixes two encode runs"
+                f"latent shard {location}/{name} differs from {first} in {differing}; the folder mixes two encode runs"
             )
-    assert reference is not None
-    return names, reference
+    lengths = [meta["min_frames"] for _, meta in filled if meta.get("min_frames") is not None]
+    total = sum(int(meta.get("examples") or 0) for _, meta in metas)
+    return names, {**reference, "min_frames": min(lengths) if lengths else None, "total_examples": total}
 
 
 # ---------------------------------------------------------------------------------------------
 # Crops and the training dataset
 
 
+def crop_frame(samples: int, window_frames: int, downsampling: int, crop: str, rng: np.random.Generator) -> int:
+    """First latent frame of a file's training crop.
+
+    The audio path's draw (:func:`sa_train.data.decode.read_window`): a sample offset uniform in
+    ``[0, samples - window]`` for ``crop='random'``, 0 for a file no longer than the window or
+    ``crop='start'``; snapped down to the frame grid, so the crop stays inside the real audio.
+    """
+    latest = max(samples - window_frames * downsampling, 0)
+    offset = int(rng.integers(0, latest + 1)) if crop == "random" and latest > 0 else 0
+    return offset // downsampling
+
+
 def crop_latents(
     latents: np.ndarray,
-    mask: np.ndarray,
+    samples: int,
     window_frames: int,
+    downsampling: int,
+    sample_rate: int,
+    crop: str,
     rng: np.random.Generator,
-    offset_seconds: float,
-    seconds_per_frame: float,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """A random window of ``window_frames`` frames within the real (unpadded) frames.
+    """A training window of one file's latents.
 
     Args:
-        latents: (channels, frames); mask: (frames,) bool, True for real audio (a prefix).
+        latents: (channels, frames) of the whole file, ``frames >= window_frames``.
+        samples: the file's real audio at ``sample_rate``.
     Returns:
-        (latents (channels, window_frames), mask (window_frames,), seconds_start of the crop).
+        (latents (channels, window_frames), padding_mask (window_frames,) True where the frame
+        holds real audio, seconds_start = floor(frame offset * downsampling / sample_rate)).
     """
-    real = int(mask.sum())
-    start = int(rng.integers(0, real - window_frames + 1)) if real > window_frames else 0
-    seconds_start = math.floor(offset_seconds + start * seconds_per_frame + 1e-9)
-    return latents[:, start : start + window_frames], mask[start : start + window_frames], seconds_start
+    first = crop_frame(samples, window_frames, downsampling, crop, rng)
+    window = latents[:, first : first + window_frames]
+    assert window.shape[-1] == window_frames, "window_frames_for checks the stored lengths"
+    mask = (first + np.arange(window_frames)) * downsampling < samples
+    return window, mask, first * downsampling // sample_rate
 
 
 def crop_shard(
-    shard: dict[str, Any], window_frames: int, seed: int, epoch: int, shard_index: int, shuffle: bool = True
+    shard: dict[str, Any], window_frames: int, seed: int, epoch: int, shard_index: int, shuffle: bool = True,
+    crop: str = "random", latent_channels: Optional[int] = None,
 ) -> dict[str, np.ndarray]:
-    """Column dict of one shard's examples, shuffled and each randomly cropped."""
+    """Column dict of one shard's examples, shuffled and each given this epoch's crop.
+
+    ``latent_channels`` shapes the columns of a shard without files (default: its metadata's).
+    """
     meta = shard[METADATA]
     n = len(shard[PROMPT])
     order = np.random.default_rng([seed, epoch, shard_index]).permutation(n) if shuffle else np.arange(n)
-    seconds_per_frame = meta["downsampling"] / meta["sample_rate"]
+    offsets = shard[FRAME_OFFSETS]
     latents, masks, starts = [], [], []
     for j in order:
-        rng = np.random.default_rng([seed, epoch, shard_index, int(j)])
+        whole = shard[LATENTS][:, offsets[j] : offsets[j + 1]]
+        rng = example_rng(seed, epoch, int(shard[FILE_INDEX][j]))
         lat, mask, start = crop_latents(
-            shard[LATENTS][j], shard[PADDING_MASK][j], window_frames, rng, float(shard[OFFSET_SECONDS][j]), seconds_per_frame
+            whole, int(shard[SAMPLES][j]), window_frames, meta["downsampling"], meta["sample_rate"], crop, rng
         )
         latents.append(lat)
         masks.append(mask)
         starts.append(start)
-    channels = meta["latent_channels"]
+    channels = latent_channels or meta["latent_channels"] or 0
     return {
         LATENTS: np.stack(latents) if n else np.zeros((0, channels, window_frames), np.float16),
         PADDING_MASK: np.stack(masks) if n else np.zeros((0, window_frames), bool),
@@ -262,7 +304,7 @@ def crop_shard(
 
 
 def window_frames_for(cfg: DataConfig, meta: Mapping[str, Any], location: str) -> int:
-    """Latent frames per training window; checks the shards match the data config."""
+    """Latent frames per training window; checks the shards can serve it."""
     if meta["sample_rate"] != cfg.sample_rate:
         raise LatentFormatError(
             f"latent shards in {location} were encoded at {meta['sample_rate']} Hz but data.sample_rate={cfg.sample_rate}"
@@ -272,30 +314,52 @@ def window_frames_for(cfg: DataConfig, meta: Mapping[str, Any], location: str) -
             f"data.window_samples={cfg.window_samples} is not a multiple of the shards' downsampling {meta['downsampling']}"
         )
     frames = cfg.window_samples // meta["downsampling"]
-    if frames > meta["frames"]:
+    if meta.get("min_frames") is not None and frames > meta["min_frames"]:
         raise LatentFormatError(
-            f"data.window_samples={cfg.window_samples} ({frames} latent frames) is longer than the encoded "
-            f"{meta['frames']} frames in {location}; re-encode with a larger data.encode_window_samples"
+            f"data.window_samples={cfg.window_samples} ({frames} latent frames) is longer than a file encoded in "
+            f"{location} ({meta['min_frames']} frames: files shorter than the encode window are padded with silence "
+            f"only up to it); re-encode with data.encode_window_samples >= {cfg.window_samples}, or train on a "
+            f"shorter window"
         )
     return frames
 
 
-def _load_latent_batch(batch, location, names, window_frames, seed, shuffle):
+def resumed_epochs(examples_seen: int, examples_per_epoch: int) -> int:
+    """Epochs a resumed latent stream skips: every epoch begun before the restart. The stream goes
+    on with the next epoch's shard order and crops (the rest of the interrupted epoch is skipped:
+    rows are whole shards, so it cannot resume mid-shard)."""
+    if examples_seen <= 0 or examples_per_epoch <= 0:
+        return 0
+    return -(-examples_seen // examples_per_epoch)
+
+
+def _load_latent_batch(batch, location, names, window_frames, seed, shuffle, crop="random", latent_channels=None,
+                       start_board=None, examples_per_epoch=0):
+    from sa_train.data.pipeline import data_start
+
     store = ShardStore(location)
+    skip_rows = resumed_epochs(data_start(start_board), examples_per_epoch) * len(names)
     parts = []
-    for row in batch["id"]:
+    for row in np.asarray(batch["id"]) + skip_rows:
         epoch, index = divmod(int(row), len(names))
         index = int(epoch_order(len(names), seed, epoch, shuffle)[index])
-        parts.append(crop_shard(read_shard(store, names[index]), window_frames, seed, epoch, index, shuffle))
+        shard = read_shard(store, names[index])
+        parts.append(crop_shard(shard, window_frames, seed, epoch, index, shuffle, crop, latent_channels))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def build_latent_dataset(cfg: DataConfig, identity: str, seed: int, *, epochs: int = 1, shuffle: bool = True):
+def build_latent_dataset(cfg: DataConfig, identity: str, seed: int, *, epochs: int = 1, shuffle: bool = True,
+                         start_board: Optional[str] = None):
     """A Ray Data dataset of random latent crops from ``cfg.latents``.
 
+    ``start_board``: the run board (:mod:`sa_train.training.run_board`); a resumed run starts at
+    the first epoch it has not begun (:func:`resumed_epochs`), so it does not replay its first
+    batches.
+
     Rows: ``latents: (latent_channels, window_samples / downsampling) float16``,
-    ``padding_mask: (frames,) bool``, ``prompt``, ``seconds_start`` (updated for the crop),
-    ``seconds_total``, ``path``. Each epoch visits the shards in a new order and draws new crops.
+    ``padding_mask: (frames,) bool``, ``prompt``, ``seconds_start`` (of the crop),
+    ``seconds_total``, ``path``. Each epoch visits the shards in a new order and draws a new crop
+    of every file (``data.crop``), as the audio path does.
     Raises :class:`LatentFormatError` if a shard's version or autoencoder identity differs.
     """
     import ray.data
@@ -319,6 +383,10 @@ def build_latent_dataset(cfg: DataConfig, identity: str, seed: int, *, epochs: i
             "window_frames": window_frames,
             "seed": seed,
             "shuffle": shuffle,
+            "crop": cfg.crop,
+            "latent_channels": meta["latent_channels"],
+            "start_board": start_board,
+            "examples_per_epoch": meta["total_examples"],
         },
     )
 
@@ -332,7 +400,8 @@ def iter_local_latent_batches(
     pending: list[dict[str, np.ndarray]] = []
     count = 0
     for row in range(len(names) * epochs):
-        part = _load_latent_batch({"id": [row]}, cfg.latents, names, window_frames, seed, shuffle)
+        part = _load_latent_batch({"id": [row]}, cfg.latents, names, window_frames, seed, shuffle, cfg.crop,
+                                  meta["latent_channels"])
         pending.append(part)
         count += len(part[PROMPT])
         while count >= batch_size:

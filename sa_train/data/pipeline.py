@@ -172,12 +172,16 @@ def _decode_batch(
     shuffle: bool,
     tally: Any,
     min_files: int,
+    start_board: Optional[str] = None,
 ) -> dict[str, np.ndarray]:
-    """Ray Data map_batches function: stream row ids in, decoded examples out."""
+    """Ray Data map_batches function: stream row ids in, decoded examples out. With
+    ``start_board``, rows are shifted by the run board's data start (the examples a resumed run
+    has already seen), so a resumed run continues the stream instead of replaying it."""
     import ray
 
     table = resolve_table(table)
-    columns, counter = decode_rows(batch["id"], table["paths"], table["prompts"], cfg, seed, shuffle)
+    rows = batch["id"] + data_start(start_board)
+    columns, counter = decode_rows(rows, table["paths"], table["prompts"], cfg, seed, shuffle)
     verdict = tally.add.remote(counter, cfg.max_bad_fraction, min_files)
     # A batch with bad files waits for the tally's verdict; a clean one does not (waiting cost
     # ~6% of decode time), and its verdict is read by a later batch of this worker instead.
@@ -193,6 +197,18 @@ def _decode_batch(
     return columns
 
 
+def data_start(board_name: Optional[str]) -> int:
+    """The stream row a (resumed) run starts at: 0 without a run board."""
+    if not board_name:
+        return 0
+    import ray
+
+    from sa_train.training.run_board import find_board
+
+    board = find_board(board_name)
+    return int(ray.get(board.get_data_start.remote())) if board is not None else 0
+
+
 def build_audio_dataset(
     cfg: DataConfig,
     seed: int,
@@ -201,6 +217,7 @@ def build_audio_dataset(
     shuffle: bool = True,
     tally: Any = None,
     records: Optional[list[AudioRecord]] = None,
+    start_board: Optional[str] = None,
 ):
     """A Ray Data dataset of decoded, cropped training examples.
 
@@ -212,6 +229,8 @@ def build_audio_dataset(
         tally: the bad-file tally actor (:func:`create_bad_file_tally`) the trainer reads for
             metrics; a private one is created when None (the limit still applies).
         records: the files, when the caller already collected them (default: ``data.sources``).
+        start_board: name of the run board (:mod:`sa_train.training.run_board`) whose data start
+            shifts the stream when a pass begins (a resumed run skips what it has seen).
 
     Returns:
         a ``ray.data.Dataset`` of rows ``audio: (channels, window_samples) float32``,
@@ -248,6 +267,7 @@ def build_audio_dataset(
             "shuffle": shuffle,
             "tally": tally,
             "min_files": min(len(records), MIN_FILES_FOR_LIMIT),
+            "start_board": start_board,
         },
     )
 

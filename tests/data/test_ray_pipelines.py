@@ -92,3 +92,30 @@ def test_encode_job_writes_shards_that_train_as_latent_crops(ray_session, corpus
     assert len(rows) == 8
     assert all(r["latents"].shape == (4, 16) and r["padding_mask"].shape == (16,) for r in rows)
     assert names(r["path"] for r in rows) == {f"tone{i}.wav" for i in range(4)}
+
+
+def test_a_resumed_audio_stream_continues_after_the_examples_already_seen(ray_session, corpus, tmp_path):
+    """Rank 0 of a resumed run sets the run board's data start to the examples already seen; the
+    stream then begins there instead of replaying its first batches."""
+    import shutil
+
+    from sa_train.training.run_board import create_board
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for path in sorted(p for p in __import__("pathlib").Path(corpus).iterdir() if p.is_file() and p.name != "broken.wav"):
+        shutil.copy(path, clean / path.name)
+    cfg = DataConfig(sources=[str(clean)], window_samples=WINDOW)
+
+    def stream(board_name=None):
+        ds = build_audio_dataset(cfg, seed=5, epochs=3, start_board=board_name)
+        return [(path, digest(audio)) for b in ds.iter_torch_batches(batch_size=2, collate_fn=AudioBatchCollate())
+                for path, audio in zip(b.paths, b.audio)]
+
+    fresh = stream()
+    board = create_board("test.resume.board")
+    ray_session.get(board.set_data_start.remote(6))  # 6 examples seen before the restart
+    resumed = stream("test.resume.board")
+    ray_session.kill(board)
+    assert sorted(resumed[:4]) == sorted(fresh[6:10])  # the continuation, not the first batches again
+    assert not set(resumed[:4]) & set(fresh[:4])
