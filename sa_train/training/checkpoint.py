@@ -6,7 +6,8 @@ reports it; Ray Train merges the folders of all ranks into one in storage):
     state.json                 step, samples seen, epoch, MLflow run id, world size, engines, ...
     config.yaml                the resolved experiment config (rank 0)
     ema.safetensors            EMA weights of the trained model (rank 0)
-    rng/rank<r>.safetensors    torch RNG states of rank r (+ rng/rank<r>.json for python/numpy)
+    rng/rank<r>.safetensors    torch RNG states of rank r, global and of its own random streams
+                               (+ rng/rank<r>.json for python/numpy and small task state)
     <engine>/<tag>/...         DeepSpeed checkpoint of each engine (generator, discriminator, model)
 
 Nothing here is unpickled: the state is JSON and safetensors. A checkpoint is complete only when
@@ -52,10 +53,12 @@ class TrainState:
         return f"step_{self.step:08d}"
 
 
-def save_rng(directory: Path, rank: int, extra: Optional[dict] = None) -> None:
-    """This rank's RNG states (+ small per-rank task state in ``extra``, e.g. the time sampler)."""
+def save_rng(directory: Path, rank: int, extra: Optional[dict] = None,
+             streams: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """This rank's RNG states: global ones, its random streams' (``streams``: name -> state tensor),
+    and small per-rank task state in ``extra`` (JSON, e.g. the time sampler)."""
     (directory / "rng").mkdir(parents=True, exist_ok=True)
-    tensors = {"torch": torch.get_rng_state()}
+    tensors = {"torch": torch.get_rng_state(), **(streams or {})}
     if torch.cuda.is_available():
         tensors["cuda"] = torch.cuda.get_rng_state()
     save_file(tensors, str(directory / "rng" / f"rank{rank}.safetensors"))
@@ -87,6 +90,14 @@ def load_rng(directory: Path, rank: int) -> dict:
     kind, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     return states.get("extra", {})
+
+
+def load_streams(directory: Path, rank: int) -> dict[str, torch.Tensor]:
+    """The saved states of this rank's random streams ({} in a checkpoint without any)."""
+    path = directory / "rng" / f"rank{rank}.safetensors"
+    if not path.exists():
+        return {}
+    return {k: v for k, v in load_file(str(path)).items() if k.startswith("stream.")}
 
 
 def write_state(directory: Path, state: TrainState, config_yaml: str, ema: Optional[dict[str, torch.Tensor]]) -> None:

@@ -63,6 +63,20 @@ def agree_all_finite(*values: torch.Tensor) -> bool:
     return bool(flag.item() > 0.5)
 
 
+def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over all ranks (collective: every rank calls it with the same keys), so a
+    logged loss is the global batch's, not rank 0's share."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not values:
+        return dict(values)
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    tensor /= dist.get_world_size()
+    return {k: float(v) for k, v in zip(keys, tensor.tolist())}
+
+
 @contextlib.contextmanager
 def gathered_parameters(engine) -> Iterator[nn.Module]:
     """The engine's module with full parameters (a no-op unless ZeRO-3 partitions them); collective."""

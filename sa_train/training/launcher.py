@@ -58,8 +58,12 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def build_train_dataset(cfg: ExperimentConfig, tally_name: str):
-    """The Ray Data dataset of training examples: latent shards, or audio decoded and cropped."""
+def build_train_dataset(cfg: ExperimentConfig, tally_name: str, board_name: Optional[str] = None):
+    """The Ray Data dataset of training examples: latent shards, or audio decoded and cropped.
+
+    ``board_name``: the run board whose data start (examples already seen, set by rank 0 on
+    resume) the audio stream skips when a pass begins.
+    """
     if cfg.training.stage == "diffusion" and cfg.data.latents:
         from sa_train.data.latents import build_latent_dataset
         from sa_train.export import load_exported
@@ -75,7 +79,7 @@ def build_train_dataset(cfg: ExperimentConfig, tally_name: str):
         names, _ = validate_shards(cfg.data.latents, identity)  # a mismatched autoencoder stops here
         # Each stream row is one shard (>= 1 example): enough epochs that the stream outlasts the run.
         epochs = cfg.training.steps * cfg.training.global_batch_size // max(1, len(names)) + 2
-        return build_latent_dataset(cfg.data, identity, seed=cfg.training.seed, epochs=epochs)
+        return build_latent_dataset(cfg.data, identity, seed=cfg.training.seed, epochs=epochs, start_board=board_name)
     from sa_train.data.pipeline import build_audio_dataset, load_records
 
     records = load_records(cfg.data)  # a missing or empty source fails here, before any worker starts
@@ -88,7 +92,31 @@ def build_train_dataset(cfg: ExperimentConfig, tally_name: str):
 
     # A named actor, so workers can read the counts as metrics and a restarted driver reuses it.
     tally = create_bad_file_tally(name=tally_name)
-    return build_audio_dataset(cfg.data, seed=cfg.training.seed, epochs=epochs, records=records, tally=tally)
+    return build_audio_dataset(cfg.data, seed=cfg.training.seed, epochs=epochs, records=records, tally=tally,
+                               start_board=board_name)
+
+
+def check_resume_world_size(cfg: ExperimentConfig, run_dir: str) -> None:
+    """Refuse, before any worker starts, to resume a run's checkpoint with another world size:
+    DeepSpeed cannot reshard ZeRO optimizer state across world sizes."""
+    from sa_train.config import ConfigError
+    from sa_train.training.checkpoint import find_latest_checkpoint, read_state
+
+    if "://" in run_dir or not Path(run_dir).is_dir():
+        return  # remote storage: the workers check it when they restore
+    try:
+        latest = find_latest_checkpoint(Path(run_dir))
+    except ValueError:
+        return  # no complete checkpoint: a fresh start
+    state = read_state(latest)
+    wanted = cfg.distributed.num_workers
+    if state.world_size != wanted:
+        raise ConfigError(
+            f"run {cfg.tracking.run_name!r} resumes from {latest}, written by {state.world_size} workers "
+            f"(ZeRO-{state.zero_stage}), but distributed.num_workers={wanted}. DeepSpeed cannot reshard a ZeRO "
+            f"checkpoint to another world size: resume with distributed.num_workers={state.world_size}, or start a "
+            f"new run (another tracking.run_name) from its weights (sa-train export {latest} --out DIR)"
+        )
 
 
 def launch(
@@ -98,8 +126,14 @@ def launch(
     callbacks: Optional[list] = None,
     extra_tags: Optional[dict[str, str]] = None,
     export: bool = True,
+    progress_label: Optional[str] = None,
 ) -> TrainRunResult:
-    """Train as the config says; returns where everything went. Raises on failure after the retries."""
+    """Train as the config says; returns where everything went. Raises on failure after the retries.
+
+    With ``progress_label``, the driver prints one progress line for the run (rate and ETA) under
+    that label, for a person watching the terminal.
+    """
+    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -115,6 +149,7 @@ def launch(
     ensure_ray(min_cpus=dist.num_workers * dist.cpus_per_worker)
     gpu = use_gpu(cfg)
     micro_batch_size(cfg, dist.num_workers)  # the batch arithmetic is checked before any worker starts
+    check_resume_world_size(cfg, f"{storage_root(cfg).rstrip('/')}/{run_name}")
 
     tracking_uri = run_id = None
     if cfg.tracking.enabled:
@@ -137,11 +172,16 @@ def launch(
     # per launch (a resubmitted run gets a fresh one), found by the workers through its name.
     from_latents = bool(cfg.data.latents) and cfg.training.stage == "diffusion"
     tally_name = f"sa_train.bad_files.{run_name}.{uuid.uuid4().hex[:8]}"
+    board_name = f"sa_train.run.{run_name}.{uuid.uuid4().hex[:8]}"
+    from sa_train.training.run_board import create_board
+
+    board = create_board(board_name)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "config_yaml": config_yaml, "use_gpu": gpu, "mlflow_run_id": run_id, "tracking_uri": tracking_uri,
             "bad_file_tally": None if from_latents else tally_name,
+            "run_board": board_name,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=dist.num_workers, use_gpu=gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -151,15 +191,28 @@ def launch(
             failure_config=ray.train.FailureConfig(max_failures=dist.max_failures),
             callbacks=callbacks,
         ),
-        datasets={"train": build_train_dataset(cfg, tally_name)},
+        datasets={"train": build_train_dataset(cfg, tally_name, board_name)},
     )
     logger.info("training %s: %d %s workers, run folder %s", run_name, dist.num_workers, "GPU" if gpu else "CPU", run_dir)
     try:
-        result = trainer.fit()
+        if progress_label:
+            from sa_train.training.console import ProgressPrinter
+
+            with ProgressPrinter(board, progress_label):
+                result = trainer.fit()
+        else:
+            result = trainer.fit()
+        stop = ray.get(board.stop_reason.remote())
+        if stop:
+            from sa_train.training.worker import NonFiniteLossError
+
+            raise NonFiniteLossError(stop)
     except Exception:
         if run_id:
             _finish_run(tracking_uri, run_id, "FAILED")
         raise
+    finally:
+        ray.kill(board)
 
     checkpoint_path = result.checkpoint.path if result.checkpoint else None
     exported = None

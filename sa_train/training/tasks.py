@@ -18,11 +18,18 @@ from torch import nn
 from sa_train.config import ExperimentConfig
 from sa_train.data.batch import AudioBatch
 from sa_train.diffusion.ema import EMA
-from sa_train.diffusion.objective import v_objective_loss
+from sa_train.diffusion.objective import loss_mask_for, v_objective_loss
 from sa_train.diffusion.schedule import TimeSampler
 from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
 from sa_train.training.deepspeed_config import resolve_precision
-from sa_train.training.engines import agree_all_finite, full_fp32_state_dict, gathered_parameters, make_engine
+from sa_train.training.engines import (
+    agree_all_finite,
+    full_fp32_state_dict,
+    gathered_parameters,
+    make_engine,
+    mean_across_ranks,
+)
+from sa_train.training.random_streams import RandomStreams, stream_seed
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +39,8 @@ class StepResult:
     """What one micro-step did."""
 
     boundary: bool  # an optimizer step was taken (end of gradient accumulation)
-    skipped: bool = False  # the loss was not finite on some rank: nothing was applied
-    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False  # a loss was not finite on some rank: no engine stepped, nothing was applied
+    metrics: dict[str, float] = field(default_factory=dict)  # at a boundary: means over all ranks
 
 
 def autocast(precision: str):
@@ -52,10 +59,31 @@ def latent_padding_mask(mask: torch.Tensor, downsampling: int) -> torch.Tensor:
 
 
 class TrainedModelTask:
-    """What both stages share: the engine of the model that is exported, and its EMA (rank 0)."""
+    """What both stages share: the engine of the model that is exported, its EMA (rank 0), and the
+    rank's own random streams."""
 
     ema: Optional[EMA]
     _ema_collective: bool
+    streams: RandomStreams
+
+    def _seed_rank(self, seed: int, rank: int, device: torch.device) -> None:
+        """After the identical initial weights: this rank's own streams, and a global RNG that
+        differs per rank too (for anything random that takes no generator)."""
+        self.streams = RandomStreams(seed, rank, device)
+        torch.manual_seed(stream_seed(seed, rank, "global"))
+
+    def stream_state(self) -> dict[str, torch.Tensor]:
+        return self.streams.state_tensors()
+
+    def load_stream_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.streams.load_state_tensors(tensors)
+
+    def sampling_weights(self) -> dict[str, torch.Tensor]:
+        """Weights to sample with: the EMA, else the full weights (collective under ZeRO-3, where
+        each rank holds only a partition: every rank calls it)."""
+        if self.cfg.training.ema.enabled:  # the same branch on every rank: only rank 0 keeps the EMA
+            return self.ema_weights() or {}
+        return self.exported_weights()
 
     def exported_engine(self):
         raise NotImplementedError
@@ -104,6 +132,7 @@ class DiffusionTask(TrainedModelTask):
             self.autoencoder.to(device).eval().requires_grad_(False)
         self.downsampling = cfg.model.autoencoder.downsampling
         self.time_sampler = TimeSampler(cfg.model.diffusion.time_sampling, seed=cfg.training.seed * 9973 + rank)
+        self._seed_rank(cfg.training.seed, rank, device)
         self._ema_collective = ema_cfg.enabled and self.engine.zero_optimization_stage() == 3
         self._accum_loss: list[float] = []
 
@@ -122,17 +151,22 @@ class DiffusionTask(TrainedModelTask):
             latents = self.autoencoder.encode(x)
         return latents.float(), latent_padding_mask(mask, self.downsampling)
 
+    def draw_noise(self, x0: torch.Tensor) -> torch.Tensor:
+        """The diffusion noise of a batch, from this rank's own stream."""
+        return torch.randn(x0.shape, generator=self.streams["noise"], device=x0.device, dtype=x0.dtype)
+
     def micro_step(self, batch: AudioBatch) -> StepResult:
         x0, mask = self.to_latents(batch)
         t = self.time_sampler(x0.shape[0]).to(self.device)
-        noise = torch.randn_like(x0)
+        noise = self.draw_noise(x0)
         diffusion = self.cfg.model.diffusion
-        loss_mask = mask if diffusion.mask_padding_in_loss else None
+        # Padded frames count by default: the model learns the silence after seconds_total.
+        loss_mask = loss_mask_for(mask, diffusion, self.streams["loss_mask"])
 
         def model_fn(x_t: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
             return self.engine(
                 x_t, times, batch.prompts, batch.seconds_start.to(self.device), batch.seconds_total.to(self.device),
-                cfg_dropout=diffusion.cfg_dropout,
+                cfg_dropout=diffusion.cfg_dropout, generator=self.streams["cfg_dropout"],
             )
 
         with autocast(self.precision):
@@ -146,16 +180,15 @@ class DiffusionTask(TrainedModelTask):
         self._accum_loss.append(float(loss.detach()))
         if not boundary:
             return StepResult(boundary=False)
-        metrics = {
-            "loss": sum(self._accum_loss) / len(self._accum_loss),
-            "lr": float(self.engine.get_lr()[0]),
-            "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
-        }
+        metrics = mean_across_ranks({"loss": sum(self._accum_loss) / len(self._accum_loss)})
+        metrics["lr"] = float(self.engine.get_lr()[0])
+        metrics["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         self._accum_loss.clear()
         return StepResult(boundary=True, metrics=metrics)
 
-    def sample_audio(self) -> list[tuple[str, "np.ndarray", int]]:
-        """Rank 0: generations of the EMA model for the configured prompts and durations."""
+    def sample_audio(self, weights: dict[str, torch.Tensor]) -> list[tuple[str, "np.ndarray", int]]:
+        """Rank 0: generations of the model with ``weights`` (:meth:`sampling_weights`) for the
+        configured prompts and durations."""
         from sa_train.export import load_weights
         from sa_train.generation import Generator, slug
 
@@ -168,7 +201,6 @@ class DiffusionTask(TrainedModelTask):
             from sa_train.export import load_exported
 
             self.autoencoder = load_exported(self.cfg.model.autoencoder.pretrained, expect_stage="autoencoder").model
-        weights = self.ema_weights() or {k: v.detach() for k, v in self.engine.module.state_dict().items()}
         model = DiffusionModel(self.cfg.model)
         load_weights(model, weights, "the training EMA")
         seconds = [training.sample_seconds[i % len(training.sample_seconds)] for i in range(len(training.sample_prompts))]
@@ -209,6 +241,7 @@ class AutoencoderTask(TrainedModelTask):
         self.discriminator = make_engine(discriminator, cfg, cfg.training.discriminator_optimizer, world_size, on_gpu)
         self.engines = {"generator": self.generator, "discriminator": self.discriminator}
         self._ema_collective = ema_cfg.enabled and self.generator.zero_optimization_stage() == 3
+        self._seed_rank(cfg.training.seed, rank, device)
         self.step = 0
         self._accum: dict[str, list[float]] = {}
         self._last_real: Optional[torch.Tensor] = None
@@ -217,38 +250,45 @@ class AutoencoderTask(TrainedModelTask):
         return self.generator
 
     def micro_step(self, batch: AudioBatch) -> StepResult:
+        """One GAN micro-step. Both losses come from the same forward pass and are checked together
+        before any engine steps, so a non-finite loss on any rank skips the whole step (neither the
+        discriminator nor the generator moves): the discriminator's update and the generator's
+        adversarial gradient both see the discriminator as it was before this step."""
         real = batch.audio.to(self.device)
         self._last_real = batch.audio[:2].detach().cpu()
         adversarial = self.step >= self.cfg.training.adversarial_start_step
         discriminator = self.discriminator.module
         with autocast(self.precision):
-            out = self.generator(real)
+            out = self.generator(real, generator=self.streams["posterior"])
         fake = out.reconstruction
 
-        # 1. Discriminator on detached reconstructions, once adversarial training has started.
-        d_metrics: dict[str, float] = {}
+        # 1. Discriminator loss on detached reconstructions, once adversarial training has started.
+        d_loss, d_metrics = None, {}
         if adversarial:
             with autocast(self.precision):
                 d_losses = self.losses.discriminator_losses(real, fake.detach(), discriminator)
             d_loss = d_losses["total"].mean()
-            if not agree_all_finite(d_loss):
-                return StepResult(boundary=False, skipped=True)
-            self.discriminator.backward(d_loss)
-            self.discriminator.step()
             d_metrics = {f"disc_{k}": float(v.mean().detach()) for k, v in d_losses.items()}
 
-        # 2. Generator: spectral + KL (+ adversarial and feature matching). The discriminator's
-        # weights are frozen meanwhile, so no gradient reaches its ZeRO hooks.
+        # 2. Generator loss: spectral + KL (+ adversarial and feature matching). The discriminator's
+        # weights are frozen meanwhile, so no gradient of this loss reaches them or their ZeRO hooks.
         discriminator.requires_grad_(False)
         try:
             with autocast(self.precision):
                 g_losses = self.losses.generator_losses(real, fake, out.kl, discriminator, adversarial)
-            g_loss = g_losses["total"].mean()
-            if not agree_all_finite(g_loss):
-                return StepResult(boundary=False, skipped=True)
-            self.generator.backward(g_loss)
         finally:
             discriminator.requires_grad_(True)
+        g_loss = g_losses["total"].mean()
+        if not agree_all_finite(g_loss, *([d_loss] if d_loss is not None else [])):
+            return StepResult(boundary=False, skipped=True)
+
+        # 3. Backward both, then step both (the discriminator's weights are still those that
+        # produced the generator's graph while it backpropagates).
+        if d_loss is not None:
+            self.discriminator.backward(d_loss)
+        self.generator.backward(g_loss)
+        if d_loss is not None:
+            self.discriminator.step()
         boundary = self.generator.is_gradient_accumulation_boundary()
         self.generator.step()
         values = {**{k: float(v.mean().detach()) for k, v in g_losses.items()}, **d_metrics}
@@ -257,21 +297,21 @@ class AutoencoderTask(TrainedModelTask):
         if not boundary:
             return StepResult(boundary=False)
         self.step += 1
-        metrics = {k: sum(v) / len(v) for k, v in self._accum.items()}
+        metrics = mean_across_ranks({k: sum(v) / len(v) for k, v in self._accum.items()})
         metrics["loss"] = metrics.pop("total")
         metrics["lr"] = float(self.generator.get_lr()[0])
         metrics["grad_norm"] = float(self.generator.get_global_grad_norm() or 0.0)
         self._accum.clear()
         return StepResult(boundary=True, metrics=metrics)
 
-    def sample_audio(self) -> list[tuple[str, "np.ndarray", int]]:
-        """Rank 0: the last batch's first clips and their reconstructions by the EMA autoencoder."""
+    def sample_audio(self, weights: dict[str, torch.Tensor]) -> list[tuple[str, "np.ndarray", int]]:
+        """Rank 0: the last batch's first clips and their reconstructions by the autoencoder with
+        ``weights`` (:meth:`sampling_weights`)."""
         from sa_train.export import load_weights
 
         if self._last_real is None:
             return []
         vae = build_autoencoder(self.cfg.model).to(self.device).eval()
-        weights = self.ema_weights() or {k: v.detach() for k, v in self.generator.module.state_dict().items()}
         load_weights(vae, weights, "the training EMA")
         sr = self.cfg.data.sample_rate
         with torch.no_grad():

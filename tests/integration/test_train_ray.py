@@ -64,10 +64,14 @@ def test_diffusion_stage_trains_with_zero3_then_generates_requested_lengths(auto
     ae, _ = autoencoder_run
     cfg = make_config(tmp_path, synth_manifest, DIFFUSION_OVERRIDES, "training.steps=2", "training.checkpoint_every=2",
                       "distributed.zero_stage=3", f"model.autoencoder.pretrained={ae.exported}",
-                      "tracking.run_name=diffusion-zero3")
+                      "tracking.run_name=diffusion-zero3", "training.ema.enabled=false")
     result = launch(cfg)
     state = read_state(find_latest_checkpoint(Path(result.run_dir)))
     assert state.step == 2 and state.zero_stage == 3
+    # Without an EMA, samples need the whole model, which ZeRO-3 partitions: the ranks gather it.
+    client = MlflowClient(result.tracking_uri)
+    samples = [a.path for a in client.list_artifacts(result.mlflow_run_id, "samples/step_00000002")]
+    assert any(p.endswith(".wav") for p in samples), samples
     generator = Generator.from_exported(result.exported)
     clips = generator.generate(["a sine tone at A4", "a drum pattern at 120 BPM"], [0.3, 0.6])
     assert [c.audio.shape for c in clips] == [(2, 13230), (2, 26460)]
@@ -86,19 +90,33 @@ def test_resubmitted_run_continues_at_its_step_and_mlflow_run(autoencoder_run, s
     history = MlflowClient(second.tracking_uri).get_metric_history(second.mlflow_run_id, "train/loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
 
+    # Resuming with another world size is refused before any worker starts, naming both sizes.
+    from sa_train.config import ConfigError
+
+    resized = [b for b in base if not b.startswith("distributed.num_workers")]
+    with pytest.raises(ConfigError, match=r"written by 2 workers .*distributed\.num_workers=1"):
+        launch(make_config(tmp_path, synth_manifest, DIFFUSION_OVERRIDES, "training.steps=6", *resized,
+                           "distributed.num_workers=1", "training.global_batch_size=4"))
+
 
 def test_diverging_loss_stops_with_clear_error_and_last_good_checkpoint(autoencoder_run, synth_manifest, tmp_path):
-    import ray.train
+    from mlflow.tracking import MlflowClient
+
+    from sa_train.training.worker import NonFiniteLossError
 
     ae, _ = autoencoder_run
     cfg = make_config(
         tmp_path, synth_manifest, DIFFUSION_OVERRIDES, "training.steps=20", "training.checkpoint_every=1",
         f"model.autoencoder.pretrained={ae.exported}", "training.optimizer.lr=1e30", "training.grad_clip=0",
-        "training.max_nonfinite_steps=2", "distributed.max_failures=0", "tracking.run_name=diverging",
+        # Retries allowed: a divergence must not use them up (it would diverge again from the same checkpoint).
+        "training.max_nonfinite_steps=2", "distributed.max_failures=3", "tracking.run_name=diverging",
     )
-    with pytest.raises(ray.train.TrainingFailedError) as failure:
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         launch(cfg)
-    assert "non-finite loss" in str(failure.value)
+    runs = MlflowClient(cfg.tracking.uri).search_runs(
+        [MlflowClient(cfg.tracking.uri).get_experiment_by_name(cfg.tracking.experiment).experiment_id],
+        filter_string="attributes.run_name = 'diverging'")
+    assert [r.info.status for r in runs] == ["FAILED"]
     run_dir = Path(cfg.storage.path) / "diverging"
     good = find_latest_checkpoint(run_dir)
     assert read_state(good).step >= 1

@@ -106,14 +106,18 @@ class VAEBottleneck(nn.Module):
     params: (batch, 2 * latent_channels, frames) -> latents (batch, latent_channels, frames), kl (batch,)
     """
 
-    def forward(self, params: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, params: torch.Tensor, sample: bool = True,
+                generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``generator`` (on params' device) draws the posterior noise; None uses the global RNG."""
         mean, scale = params.chunk(2, dim=1)
         # softplus keeps the std positive and smooth; the floor keeps log(var) finite.
         std = F.softplus(scale) + 1e-4
         var = std * std
         kl = 0.5 * (mean * mean + var - torch.log(var) - 1).sum(dim=1).mean(dim=-1)
-        latents = mean + std * torch.randn_like(mean) if sample else mean
-        return latents, kl
+        if not sample:
+            return mean, kl
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + std * noise, kl
 
 
 @dataclass
@@ -173,10 +177,11 @@ class AutoencoderVAE(nn.Module):
                 f"(product of model.autoencoder.strides); pad or crop to {nearest} samples"
             )
 
-    def encode_with_kl(self, audio: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_with_kl(self, audio: torch.Tensor, sample: bool = True,
+                       generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """audio: (batch, audio_channels, samples) -> latents (batch, latent_channels, samples / downsampling), kl (batch,)."""
         self._check_audio(audio)
-        return self.bottleneck(self.encoder(audio), sample=sample)
+        return self.bottleneck(self.encoder(audio), sample=sample, generator=generator)
 
     def encode(self, audio: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """audio: (batch, audio_channels, samples) -> latents (batch, latent_channels, samples / downsampling).
@@ -226,10 +231,13 @@ class AutoencoderVAE(nn.Module):
         assert output is not None
         return output
 
-    def forward(self, audio: torch.Tensor, sample: Optional[bool] = None) -> AutoencoderOutput:
+    def forward(self, audio: torch.Tensor, sample: Optional[bool] = None,
+                generator: Optional[torch.Generator] = None) -> AutoencoderOutput:
         """audio: (batch, audio_channels, samples) -> reconstruction, latents and KL.
 
-        ``sample=None`` samples the posterior in training mode and takes its mean in eval mode.
+        ``sample=None`` samples the posterior in training mode and takes its mean in eval mode;
+        ``generator`` draws the posterior noise (the trainer passes each rank's own stream).
         """
-        latents, kl = self.encode_with_kl(audio, sample=self.training if sample is None else sample)
+        latents, kl = self.encode_with_kl(audio, sample=self.training if sample is None else sample,
+                                          generator=generator)
         return AutoencoderOutput(reconstruction=self.decode(latents), latents=latents, kl=kl)
