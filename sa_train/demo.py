@@ -11,6 +11,7 @@ config file either.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,16 @@ DEMO_PROMPTS = [
 ]
 
 
+def say(message: str) -> None:
+    """A line for the person watching the demo (the rest goes to the log file)."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def stage(number: int, title: str) -> None:
+    say(f"\n[{number}/5] {title}")
+
+
 @dataclass
 class DemoSettings:
     workdir: Path
@@ -40,6 +51,7 @@ class DemoSettings:
     num_workers: int = 2
     zero_stage: int = 2
     seed: int = 0
+    verbose: bool = False  # workers' and Ray's output on the terminal instead of in log files
     overrides: list[str] = field(default_factory=list)
 
 
@@ -66,6 +78,7 @@ def run_demo(settings: DemoSettings) -> dict:
     from sa_train.export import encoder_factory, load_exported
     from sa_train.generation import Generator, write_clips, write_manifest
     from sa_train.models.diffusion_model import DiffusionModel
+    from sa_train.ray_session import ensure_ray, ray_log_folder
     from sa_train.training.launcher import launch
 
     started = time.perf_counter()
@@ -75,11 +88,16 @@ def run_demo(settings: DemoSettings) -> dict:
     timings: dict[str, float] = {}
 
     # 1. Data: real FLAC files with captions whose pitch, tempo and duration can be measured back.
+    stage(1, f"data: {settings.num_files} synthetic captioned FLAC files in {work / 'data' / 'synth'}")
     t0 = time.perf_counter()
     write_synth_dataset(str(work / "data" / "synth"), settings.num_files, seed=settings.seed, max_seconds=2.9)
     timings["data"] = time.perf_counter() - t0
+    ensure_ray(min_cpus=settings.num_workers + 1, quiet=not settings.verbose)
+    say(f"      local Ray started; its logs (workers, DeepSpeed, Ray Data): {ray_log_folder()}")
 
     # 2. The autoencoder: 32,768-sample crops (0.74 s), adversarial losses after a warm-up.
+    stage(2, f"autoencoder: the tiny VAE, {settings.autoencoder_steps} steps on {settings.num_workers} workers "
+             f"(DeepSpeed ZeRO-{settings.zero_stage})")
     t0 = time.perf_counter()
     ae_cfg = demo_config(settings, "autoencoder", [
         f"tracking.run_name=demo-autoencoder-{stamp}", f"training.steps={settings.autoencoder_steps}",
@@ -92,11 +110,12 @@ def run_demo(settings: DemoSettings) -> dict:
         "model.autoencoder.losses.stft_fft_sizes=[2048,1024,512,256,128,64]",
         "model.autoencoder.losses.discriminator_fft_sizes=[1024,256]",
     ])
-    ae = launch(ae_cfg)
+    ae = launch(ae_cfg, progress_label="      autoencoder")
     timings["autoencoder"] = time.perf_counter() - t0
 
     # 3. Pre-encode the dataset once with the frozen autoencoder (as the paper does): diffusion
     # steps then read latents instead of running the encoder on every window.
+    stage(3, "encode: the dataset into latents with the frozen VAE")
     t0 = time.perf_counter()
     latents = work / "latents"
     encode_cfg = demo_config(settings, "diffusion", [f"model.autoencoder.pretrained={ae.exported}"])
@@ -104,8 +123,11 @@ def run_demo(settings: DemoSettings) -> dict:
     run_encode(encode_cfg.data, encoder_factory(ae.exported), exported_ae.identity, str(latents),
                exported_ae.model.downsampling, num_actors=settings.num_workers)
     timings["encode"] = time.perf_counter() - t0
+    say(f"      latents in {latents} ({timings['encode']:.0f} s)")
 
     # 4. The diffusion model on those latents (128 frames = 2.97 s windows).
+    stage(4, f"diffusion: the tiny U-Net on the latents, {settings.diffusion_steps} steps on "
+             f"{settings.num_workers} workers")
     t0 = time.perf_counter()
     diff_cfg = demo_config(settings, "diffusion", [
         f"tracking.run_name=demo-diffusion-{stamp}", f"training.steps={settings.diffusion_steps}",
@@ -115,11 +137,12 @@ def run_demo(settings: DemoSettings) -> dict:
         f"training.log_every={max(1, settings.diffusion_steps // 10)}",
         f"model.sampling.steps={settings.sample_steps}",
     ])
-    diffusion = launch(diff_cfg)
+    diffusion = launch(diff_cfg, progress_label="      diffusion")
     timings["diffusion"] = time.perf_counter() - t0
 
     # 5. Generate with the trained model and with the same model untrained, the whole window each
     # (the content's end must be visible to measure timing), and evaluate both the same way.
+    stage(5, f"generate and evaluate: {len(DEMO_PROMPTS)} prompts, trained and untrained model")
     t0 = time.perf_counter()
     trained = Generator.from_exported(diffusion.exported)
     untrained_model = DiffusionModel(trained.cfg.model)  # the seed's initial weights

@@ -46,14 +46,16 @@ class Generator:
         self.device = torch.device(device)
 
     @classmethod
-    def from_exported(cls, path: str | Path, device: str = "cpu", weights: str = "ema") -> "Generator":
+    def from_exported(cls, path: str | Path, device: str = "cpu", weights: str = "ema",
+                      allow_mismatch: bool = False) -> "Generator":
         from sa_train.export import load_exported
 
-        exported = load_exported(path, weights=weights, expect_stage="diffusion")
+        exported = load_exported(path, weights=weights, expect_stage="diffusion", allow_mismatch=allow_mismatch)
         cfg = exported.cfg
         autoencoder = None
         if cfg.model.autoencoder.kind == "vae":
-            autoencoder = load_exported(cfg.model.autoencoder.pretrained, expect_stage="autoencoder").model
+            autoencoder = load_exported(cfg.model.autoencoder.pretrained, expect_stage="autoencoder",
+                                        allow_mismatch=allow_mismatch).model
         return cls(exported.model, autoencoder, cfg, device)
 
     @property
@@ -70,7 +72,13 @@ class Generator:
         trim: bool = True,
         callback: Optional[Callable[[dict], None]] = None,
     ) -> list[GeneratedClip]:
-        """One clip per prompt; the model always generates its whole window, trimmed to seconds_total."""
+        """One clip per prompt; the model always generates its whole window, trimmed to seconds_total.
+
+        The timing embeddings see the seconds as training saw them for a file of that length
+        (seconds_total rounded up, seconds_start down; see
+        :func:`sa_train.models.conditioners.timing.conditioning_seconds`): 2.5 s is conditioned
+        like the 2-3 s files that taught the model to end by 3 s, and the clip is trimmed at 2.5 s.
+        """
         sampling = sampling or self.cfg.model.sampling
         n = len(prompts)
         starts = list(seconds_start) if seconds_start is not None else [0.0] * n

@@ -14,12 +14,20 @@ import os
 logger = logging.getLogger(__name__)
 
 
-def ensure_ray(min_cpus: float = 0) -> None:
-    """Connect to the cluster in RAY_ADDRESS, or start a local Ray instance with >= min_cpus CPUs."""
+def ensure_ray(min_cpus: float = 0, quiet: bool = False) -> None:
+    """Connect to the cluster in RAY_ADDRESS, or start a local Ray instance with >= min_cpus CPUs.
+
+    ``quiet``: workers' output (DeepSpeed, Ray Train, Ray Data progress bars) stays in Ray's log
+    files (:func:`ray_log_folder`) instead of being copied to this terminal.
+    """
     import ray
 
     if ray.is_initialized():
         return
+    if quiet:
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
     address = os.environ.get("RAY_ADDRESS")
     # Workers import sa_train from the driver's working tree, and write nothing to the repo.
     runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}
@@ -29,11 +37,23 @@ def ensure_ray(min_cpus: float = 0) -> None:
         # (cluster/runtime_env.yaml sets PYTHONUNBUFFERED), and the job's values are already applied.
         job_env = _job_env_vars()
         env_vars = {k: v for k, v in runtime_env["env_vars"].items() if k not in job_env}
-        ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True)
+        ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=not quiet,
+                 logging_level=logging.WARNING if quiet else logging.INFO)
         return
     num_cpus = max(os.cpu_count() or 1, int(min_cpus + 0.999) + 2)
     logger.info("starting a local Ray instance with %d logical CPUs", num_cpus)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+             log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO)
+
+
+def ray_log_folder() -> str:
+    """Where this Ray session writes its logs (workers' stdout and stderr among them)."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_info().get("log_dir") or "/tmp/ray/session_latest/logs"
+    except Exception:  # noqa: BLE001 - only used to tell the user where to look
+        return "/tmp/ray/session_latest/logs"
 
 
 def _job_env_vars() -> dict:

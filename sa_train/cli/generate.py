@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="prompts generated per batch")
     parser.add_argument("--weights", choices=["ema", "raw"], default="ema", help="EMA (default) or raw weights")
     parser.add_argument("--full-window", action="store_true", help="keep the whole window instead of trimming")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="load weights that do not match the model's config (missing ones keep their initial "
+                        "values); every missing and unexpected key is logged")
     parser.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
     parser.add_argument("--out", required=True, help="folder for the WAV files and manifest.jsonl")
     parser.set_defaults(func=run)
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     requests = read_requests(args)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    generator = Generator.from_exported(args.model, device=device, weights=args.weights)
+    generator = Generator.from_exported(args.model, device=device, weights=args.weights,
+                                        allow_mismatch=args.allow_mismatch)
     sampling = generator.cfg.model.sampling
     changes = {k: v for k, v in {"steps": args.steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale,
                                  "seed": args.seed}.items() if v is not None}
