@@ -116,3 +116,43 @@ def test_clap_score_is_the_mean_cosine_similarity_of_known_vectors():
         clap_score(text, audio[:2])
     with pytest.raises(ValueError, match="zeros"):
         clap_score(np.zeros((1, 2)), np.ones((1, 2)))
+
+
+def test_si_sdr_and_silence_level_have_their_closed_forms():
+    import math
+
+    import numpy as np
+
+    from sa_train.evaluation.reconstruction import level_dbfs, si_sdr_db
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal(44100)
+    noise = rng.standard_normal(44100)
+    noise -= noise.mean()
+    noise -= np.dot(noise, reference - reference.mean()) / np.dot(reference - reference.mean(), reference - reference.mean()) * (reference - reference.mean())
+    noise *= np.linalg.norm(reference - reference.mean()) / np.linalg.norm(noise) * 0.1  # 20 dB below
+    assert si_sdr_db(0.5 * reference + noise * 0.5, reference) == pytest.approx(20.0, abs=1e-6)  # scale-invariant
+    t = np.arange(44100) / 44100
+    assert level_dbfs(np.sin(2 * math.pi * 440 * t)) == pytest.approx(-3.0103, abs=1e-3)
+    assert level_dbfs(np.zeros(10)) == float("-inf")
+
+
+def test_a_vae_that_decodes_everything_to_the_same_noise_scores_below_zero_db():
+    import numpy as np
+    import torch
+
+    from sa_train.evaluation.reconstruction import reconstruction_figures
+
+    class Collapsed(torch.nn.Module):
+        def encode(self, audio):
+            return torch.zeros(audio.shape[0], 4, audio.shape[-1] // 8)
+
+        def decode(self, latents):
+            g = torch.Generator().manual_seed(0)
+            return 0.01 * torch.randn(latents.shape[0], 2, latents.shape[-1] * 8, generator=g)
+
+    t = np.arange(8000) / 44100
+    clip = np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
+    figures = reconstruction_figures(Collapsed(), [clip], downsampling=8)
+    assert figures["vae_si_sdr_db"] < -10
+    assert figures["vae_silence_dbfs"] == pytest.approx(-40.0, abs=0.5)

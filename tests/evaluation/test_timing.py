@@ -84,3 +84,14 @@ def test_timing_plot_is_a_png(tmp_path):
     path = plot_timing([1.0, 2.1, 2.9], [1.0, 2.0, 3.0], str(tmp_path / "timing.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_end_counts_as_timed_only_inside_the_requested_second():
+    from sa_train.evaluation.timing import within_requested_second
+
+    requested = [3.0, 3.0, 3.0, 3.0, 2.5, 2.5, 1.0]
+    detected = [2.5, 3.2, 3.4, 1.6, 1.9, 2.6, 0.3]
+    # 3 s: (2, 3] +-0.25 -> 2.5 yes, 3.2 yes, 3.4 late, 1.6 early; 2.5 s: (2, 2.5] -> 1.9 yes, 2.6 yes; 1 s: 0.3 yes
+    assert within_requested_second(detected, requested).tolist() == [True, True, False, False, True, True, True]
+    assert within_requested_second([2.9], [3.0], tolerance=0.0).tolist() == [True]
+    assert within_requested_second([2.0], [3.0], tolerance=0.0).tolist() == [False]
