@@ -1,34 +1,42 @@
 """The embedded default, end to end on one machine with nothing to download:
 
-    synthetic captioned audio -> tiny VAE (Ray Train + DeepSpeed ZeRO-2, 2 CPU workers) -> export
-    -> tiny diffusion model on the frozen VAE's latents -> export -> WAVs for several prompts and
-    durations -> a summary with where everything is.
+    synthetic captioned audio (1-5 s files) -> tiny VAE (Ray Train + DeepSpeed ZeRO-2, 2 CPU
+    workers) -> export -> latents of every file -> tiny diffusion model on 6.3 s latent windows
+    -> export -> WAVs for 8 prompts of 4 lengths -> trained against untrained: VAE reconstruction,
+    timing the paper's way, prompt adherence -> a table and summary.json.
 
 Its configs are the schema's defaults (the tiny model) plus the overrides below, so it needs no
-config file either.
+config file either. :func:`run_demo` is the whole pipeline; :func:`summary` the closing text.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from sa_train.config import ExperimentConfig, load_config
 
 logger = logging.getLogger(__name__)
 
-# Prompts in the synthetic captions' own phrasing (sa_train/data/synth.py), so the evaluation can
-# measure pitch, tempo and kind back from the audio.
+# 8 prompts, 2 of each kind, asking for 1, 2, 3 and 4 seconds, in the synthetic captions' own
+# phrasing (sa_train/data/synth.py), so pitch, tempo and kind can be measured back from the audio.
 DEMO_PROMPTS = [
     ("a sine tone at A4 (440.0 Hz), 2.00 seconds", 2.0),
-    ("a drum pattern at 120 BPM, 2.50 seconds", 2.5),
-    ("1 burst of white noise, 1.00 seconds", 1.0),
-    ("a C major chord on C4 (261.6 Hz), 1.50 seconds", 1.5),
+    ("a sine tone at E5 (659.3 Hz), 4.00 seconds", 4.0),
+    ("a C major chord on C4 (261.6 Hz), 3.00 seconds", 3.0),
+    ("a G major chord on G3 (196.0 Hz), 1.00 seconds", 1.0),
+    ("2 bursts of white noise, 1.00 seconds", 1.0),
+    ("3 bursts of white noise, 3.00 seconds", 3.0),
+    ("a drum pattern at 120 BPM, 4.00 seconds", 4.0),
+    ("a drum pattern at 100 BPM, 2.00 seconds", 2.0),
 ]
+SYNTH_SECONDS = (1.0, 5.0)  # training files last 1-5 s: seconds_total 1..5 in a 6.3 s window
+DIFFUSION_WINDOW = 272 * 1024  # latent frames x downsampling = 6.32 s at 44.1 kHz
+HELD_OUT_FILES = 8  # synthetic clips the VAE never trained on, for its reconstruction figures
 
 
 def say(message: str) -> None:
@@ -55,7 +63,7 @@ class DemoSettings:
     overrides: list[str] = field(default_factory=list)
 
 
-def demo_config(settings: DemoSettings, stage: str, extra: list[str]) -> ExperimentConfig:
+def demo_config(settings: DemoSettings, stage_name: str, extra: list[str]) -> ExperimentConfig:
     work = settings.workdir
     common = [
         f"data.sources=[{work / 'data' / 'synth' / 'manifest.jsonl'}]",
@@ -66,31 +74,64 @@ def demo_config(settings: DemoSettings, stage: str, extra: list[str]) -> Experim
         "distributed.device=cpu",
         f"distributed.zero_stage={settings.zero_stage}",
         f"training.seed={settings.seed}",
-        f"training.stage={stage}",
+        f"training.stage={stage_name}",
     ]
     return load_config(None, common + extra + settings.overrides)
+
+
+def autoencoder_overrides(settings: DemoSettings, stamp: str) -> list[str]:
+    """The VAE recipe that reconstructs on 2 CPU cores in a few minutes (benchmarks/vae_recipe.py)."""
+    steps = settings.autoencoder_steps
+    return [
+        f"tracking.run_name=demo-autoencoder-{stamp}", f"training.steps={steps}",
+        "data.window_samples=32768", "training.global_batch_size=4",
+        "training.optimizer.lr=1e-3", "training.optimizer.betas=[0.8,0.99]",
+        "training.discriminator_optimizer.lr=1e-3", "training.discriminator_optimizer.betas=[0.8,0.99]",
+        f"training.adversarial_start_step={steps // 2}",
+        "training.ema.decay=0.9", f"training.checkpoint_every={steps}",
+        f"training.log_every={max(1, steps // 10)}",
+        "model.autoencoder.losses.stft_fft_sizes=[2048,1024,512,256,128,64]",
+        "model.autoencoder.losses.discriminator_fft_sizes=[1024,256]",
+    ]
+
+
+def diffusion_overrides(settings: DemoSettings, stamp: str, autoencoder: str, latents: Path) -> list[str]:
+    """The tiny U-Net on 6.3 s latent windows; sinusoidal positions let its self-attention tell
+    where in the window a frame is, which is what ending at seconds_total needs (the paper's deep
+    U-Net infers it from its convolutions' borders instead)."""
+    steps = settings.diffusion_steps
+    return [
+        f"tracking.run_name=demo-diffusion-{stamp}", f"training.steps={steps}",
+        f"model.autoencoder.pretrained={autoencoder}", f"data.latents={latents}",
+        f"data.window_samples={DIFFUSION_WINDOW}", "model.unet.positional_encoding=sinusoidal",
+        "training.global_batch_size=8", "training.optimizer.lr=1e-3", "training.lr_schedule.kind=cosine",
+        "training.lr_schedule.warmup_steps=20", "training.ema.decay=0.98",
+        f"training.checkpoint_every={steps}", f"training.log_every={max(1, steps // 10)}",
+        f"model.sampling.steps={settings.sample_steps}",
+    ]
 
 
 def run_demo(settings: DemoSettings) -> dict:
     from sa_train.data.encode import run_encode
     from sa_train.data.synth import write_synth_dataset
-    from sa_train.evaluation.evaluate import evaluate_folder
     from sa_train.export import encoder_factory, load_exported
-    from sa_train.generation import Generator, write_clips, write_manifest
-    from sa_train.models.diffusion_model import DiffusionModel
     from sa_train.ray_session import ensure_ray, ray_log_folder
     from sa_train.training.launcher import launch
 
     started = time.perf_counter()
-    work = settings.workdir.resolve()
-    settings.workdir = work
+    work = settings.workdir = settings.workdir.resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     timings: dict[str, float] = {}
 
-    # 1. Data: real FLAC files with captions whose pitch, tempo and duration can be measured back.
-    stage(1, f"data: {settings.num_files} synthetic captioned FLAC files in {work / 'data' / 'synth'}")
+    # 1. Data: real FLAC files with captions whose pitch, tempo and duration can be measured back,
+    # and a few held-out clips for the VAE's figures.
+    stage(1, f"data: {settings.num_files} synthetic captioned FLAC files of 1-5 s in {work / 'data' / 'synth'}")
     t0 = time.perf_counter()
-    write_synth_dataset(str(work / "data" / "synth"), settings.num_files, seed=settings.seed, max_seconds=2.9)
+    low, high = SYNTH_SECONDS
+    write_synth_dataset(str(work / "data" / "synth"), settings.num_files, seed=settings.seed,
+                        min_seconds=low, max_seconds=high)
+    write_synth_dataset(str(work / "data" / "held_out"), HELD_OUT_FILES, seed=settings.seed + 1000,
+                        min_seconds=low, max_seconds=high)
     timings["data"] = time.perf_counter() - t0
     ensure_ray(min_cpus=settings.num_workers + 1, quiet=not settings.verbose)
     say(f"      local Ray started; its logs (workers, DeepSpeed, Ray Data): {ray_log_folder()}")
@@ -99,99 +140,130 @@ def run_demo(settings: DemoSettings) -> dict:
     stage(2, f"autoencoder: the tiny VAE, {settings.autoencoder_steps} steps on {settings.num_workers} workers "
              f"(DeepSpeed ZeRO-{settings.zero_stage})")
     t0 = time.perf_counter()
-    ae_cfg = demo_config(settings, "autoencoder", [
-        f"tracking.run_name=demo-autoencoder-{stamp}", f"training.steps={settings.autoencoder_steps}",
-        "data.window_samples=32768", "training.global_batch_size=4",
-        "training.optimizer.lr=1e-3", "training.optimizer.betas=[0.8,0.99]",
-        "training.discriminator_optimizer.lr=1e-3", "training.discriminator_optimizer.betas=[0.8,0.99]",
-        f"training.adversarial_start_step={settings.autoencoder_steps // 2}",
-        "training.ema.decay=0.9", f"training.checkpoint_every={settings.autoencoder_steps}",
-        f"training.log_every={max(1, settings.autoencoder_steps // 10)}",
-        "model.autoencoder.losses.stft_fft_sizes=[2048,1024,512,256,128,64]",
-        "model.autoencoder.losses.discriminator_fft_sizes=[1024,256]",
-    ])
-    ae = launch(ae_cfg, progress_label="      autoencoder")
+    ae = launch(demo_config(settings, "autoencoder", autoencoder_overrides(settings, stamp)),
+                progress_label="      autoencoder")
     timings["autoencoder"] = time.perf_counter() - t0
 
-    # 3. Pre-encode the dataset once with the frozen autoencoder (as the paper does): diffusion
-    # steps then read latents instead of running the encoder on every window.
-    stage(3, "encode: the dataset into latents with the frozen VAE")
+    # 3. Pre-encode every file whole with the frozen autoencoder (as the paper does): diffusion
+    # steps then read latents and draw a new crop per epoch instead of running the encoder.
+    stage(3, "encode: every file into latents with the frozen VAE")
     t0 = time.perf_counter()
     latents = work / "latents"
-    encode_cfg = demo_config(settings, "diffusion", [f"model.autoencoder.pretrained={ae.exported}"])
+    encode_cfg = demo_config(settings, "diffusion", [f"model.autoencoder.pretrained={ae.exported}",
+                                                      f"data.window_samples={DIFFUSION_WINDOW}"])
     exported_ae = load_exported(ae.exported, expect_stage="autoencoder")
     run_encode(encode_cfg.data, encoder_factory(ae.exported), exported_ae.identity, str(latents),
                exported_ae.model.downsampling, num_actors=settings.num_workers)
     timings["encode"] = time.perf_counter() - t0
     say(f"      latents in {latents} ({timings['encode']:.0f} s)")
 
-    # 4. The diffusion model on those latents (128 frames = 2.97 s windows).
-    stage(4, f"diffusion: the tiny U-Net on the latents, {settings.diffusion_steps} steps on "
+    # 4. The diffusion model on those latents.
+    stage(4, f"diffusion: the tiny U-Net on 6.3 s latent windows, {settings.diffusion_steps} steps on "
              f"{settings.num_workers} workers")
     t0 = time.perf_counter()
-    diff_cfg = demo_config(settings, "diffusion", [
-        f"tracking.run_name=demo-diffusion-{stamp}", f"training.steps={settings.diffusion_steps}",
-        f"model.autoencoder.pretrained={ae.exported}", f"data.latents={latents}", "training.global_batch_size=8",
-        "training.optimizer.lr=1e-3", "training.lr_schedule.kind=cosine", "training.lr_schedule.warmup_steps=20",
-        "training.ema.decay=0.98", f"training.checkpoint_every={settings.diffusion_steps}",
-        f"training.log_every={max(1, settings.diffusion_steps // 10)}",
-        f"model.sampling.steps={settings.sample_steps}",
-    ])
-    diffusion = launch(diff_cfg, progress_label="      diffusion")
+    diffusion = launch(demo_config(settings, "diffusion", diffusion_overrides(settings, stamp, ae.exported, latents)),
+                       progress_label="      diffusion")
     timings["diffusion"] = time.perf_counter() - t0
 
-    # 5. Generate with the trained model and with the same model untrained, the whole window each
-    # (the content's end must be visible to measure timing), and evaluate both the same way.
-    stage(5, f"generate and evaluate: {len(DEMO_PROMPTS)} prompts, trained and untrained model")
+    # 5. Trained against untrained, measured the same way.
+    stage(5, f"generate and evaluate: {len(DEMO_PROMPTS)} prompts of 4 lengths, trained and untrained models")
     t0 = time.perf_counter()
-    trained = Generator.from_exported(diffusion.exported)
-    untrained_model = DiffusionModel(trained.cfg.model)  # the seed's initial weights
-    untrained = Generator(untrained_model, trained.autoencoder, trained.cfg)
-    prompts, seconds = [p for p, _ in DEMO_PROMPTS], [s for _, s in DEMO_PROMPTS]
-    figures = {}
-    for name, generator in (("trained", trained), ("untrained", untrained)):
-        out = work / "generated" / name
-        rows = write_clips(generator.generate(prompts, seconds, trim=False), out)
-        write_manifest(rows, out)
-        figures[name] = evaluate_folder(str(out), reference=None, embedder=None, tagger="synth_kind",
-                                        out_dir=str(out / "evaluation"))
-    wavs = sorted((work / "generated" / "trained").glob("*.wav"))
+    figures, wavs = compare_trained_untrained(work, ae.exported, diffusion.exported, exported_ae.model.downsampling)
     timings["generate+evaluate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    return {"autoencoder": ae, "diffusion": diffusion, "wavs": wavs, "timings": timings,
-            "tracking_uri": diffusion.tracking_uri, "workdir": work, "figures": figures}
+    result = {"autoencoder": ae, "diffusion": diffusion, "wavs": wavs, "timings": timings,
+              "tracking_uri": diffusion.tracking_uri, "workdir": work, "figures": figures}
+    write_summary_json(result, work / "summary.json")
+    return result
 
 
+def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, downsampling: int) -> tuple[dict, list]:
+    """Figures of the trained and the untrained (initial weights) models: the VAE on held-out
+    clips, and WAVs of the whole window for every prompt, evaluated for timing and adherence."""
+    import soundfile
+
+    from sa_train.evaluation.evaluate import evaluate_folder
+    from sa_train.evaluation.reconstruction import reconstruction_figures
+    from sa_train.generation import Generator, write_clips, write_manifest
+    from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
+
+    held_out = [soundfile.read(p, dtype="float32", always_2d=True)[0].T
+                for p in sorted((work / "data" / "held_out").glob("*.flac"))]
+    trained = Generator.from_exported(diffusion)
+    # Untrained = the seed's initial weights. The untrained diffusion model is decoded by the
+    # trained VAE, so its column shows what diffusion training bought on its own.
+    untrained = Generator(DiffusionModel(trained.cfg.model), trained.autoencoder, trained.cfg)
+    vaes = {"trained": trained.autoencoder, "untrained": build_autoencoder(trained.cfg.model)}
+    prompts, seconds = [p for p, _ in DEMO_PROMPTS], [s for _, s in DEMO_PROMPTS]
+    figures, wavs = {}, []
+    for name, generator in (("trained", trained), ("untrained", untrained)):
+        out = work / "generated" / name
+        clips = generator.generate(prompts, seconds, trim=False)  # whole windows: a late end shows
+        write_manifest(write_clips(clips, out / "full_window"), out / "full_window")
+        trimmed = [_trimmed(c) for c in clips]  # what a user listens to: the requested lengths
+        write_manifest(write_clips(trimmed, out), out)
+        wavs += sorted(out.glob("*.wav")) if name == "trained" else []
+        figures[name] = {
+            **reconstruction_figures(vaes[name], held_out, downsampling),
+            **evaluate_folder(str(out / "full_window"), reference=None, embedder=None, tagger="synth_kind",
+                              out_dir=str(out / "evaluation")),
+        }
+    return figures, wavs
+
+
+def _trimmed(clip):
+    from dataclasses import replace
+
+    return replace(clip, audio=clip.audio[:, : int(round(clip.seconds_total * clip.sample_rate))])
+
+
+# (key in the evaluation's figures, label, what is better)
 FIGURES = [
-    ("timing_mae_s", "timing error: |detected end - requested seconds_total| (s)"),
-    ("adherence_pass_rate", "prompt adherence: clips whose pitch/tempo/kind match the prompt"),
-    ("adherence_kind_pass_rate", "  sound kind (tone, chord, noise, drums) recognised"),
-    ("adherence_pitch_mae_cents", "  pitch error (cents)"),
-    ("adherence_tempo_mae_bpm", "  tempo error (BPM)"),
+    ("vae_si_sdr_db", "VAE: SI-SDR of held-out clips' reconstructions (dB)", "higher"),
+    ("vae_silence_dbfs", "VAE: decoded silence (dBFS)", "lower"),
+    ("timing_within_second_fraction", "timing: clips ending in the requested second (+-0.25 s)", "higher"),
+    ("timing_mae_s", "timing: |detected end - requested seconds_total| (s)", "lower"),
+    ("adherence_kind_pass_rate", "adherence: sound kind recognised (chance 0.25)", "higher"),
+    ("adherence_pitch_mae_cents", "adherence: pitch error of tones and chords (cents)", "lower"),
+    ("adherence_tempo_mae_bpm", "adherence: tempo error of drum patterns (BPM)", "lower"),
 ]
 
 
 def figures_table(figures: dict) -> list[str]:
-    lines = [f"  {'figure':<68} {'untrained':>10} {'trained':>10}"]
-    for key, label in FIGURES:
+    lines = [f"  {'figure':<66} {'untrained':>10} {'trained':>10}"]
+    for key, label, _ in FIGURES:
         before, after = figures["untrained"].get(key), figures["trained"].get(key)
         if before is None and after is None:
             continue
         cell = lambda v: f"{v:10.3g}" if v is not None else f"{'-':>10}"
-        lines.append(f"  {label:<68} {cell(before)} {cell(after)}")
+        lines.append(f"  {label:<66} {cell(before)} {cell(after)}")
     return lines
+
+
+def write_summary_json(result: dict, path: Path) -> None:
+    """The table for scripts: ``trained`` and ``untrained`` sections keyed by figure, plus wall times."""
+    keys = [key for key, _, _ in FIGURES]
+    summary = {
+        name: {k: result["figures"][name].get(k) for k in keys} for name in ("trained", "untrained")
+    }
+    summary["better"] = {key: better for key, _, better in FIGURES}
+    summary["timings_s"] = {k: round(v, 1) for k, v in result["timings"].items()}
+    summary["prompts"] = [{"prompt": p, "seconds_total": s} for p, s in DEMO_PROMPTS]
+    summary["models"] = {"autoencoder": result["autoencoder"].exported, "diffusion": result["diffusion"].exported}
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def summary(result: dict) -> str:
     uri = result["tracking_uri"]
+    work = result["workdir"]
     lines = [
         "",
         "sa_train demo finished",
-        f"  working folder:    {result['workdir']}",
+        f"  working folder:    {work}",
         f"  autoencoder:       {result['autoencoder'].exported}",
         f"  diffusion model:   {result['diffusion'].exported}",
         f"  generated audio:   {len(result['wavs'])} WAV files in {Path(result['wavs'][0]).parent} "
-        "(and the untrained model's beside it)",
+        "(whole windows in full_window/, the untrained model's beside it)",
         f"  MLflow store:      {uri}",
         f"  browse the runs:   mlflow ui --backend-store-uri {uri}",
         "  wall time:         " + ", ".join(f"{k} {v:.0f}s" for k, v in result["timings"].items()),
@@ -199,6 +271,7 @@ def summary(result: dict) -> str:
     final = result["diffusion"].metrics
     if final.get("loss") is not None:
         lines.append(f"  final diffusion loss: {final['loss']:.4f} (step {final.get('step')})")
-    lines += ["", "What training bought (sa_train.evaluation on the generated clips, whole windows):"]
+    lines += ["", "What training bought (held-out clips; 8 generated whole windows per model):"]
     lines += figures_table(result["figures"])
+    lines.append(f"  (the same figures in {work / 'summary.json'})")
     return "\n".join(lines)
