@@ -7,7 +7,9 @@ were computed with, so proxies never pass for the paper's numbers:
     fd_<embedder>            Frechet distance (fd_openl3 is the paper's FD_openl3)
     kl_<tagger>_ref_gen      mean over clips of KL(reference || generated) of the prompt's classes
     clap_score               mean text-audio cosine similarity (with a CLAP model)
-    timing_mae_s ...         detected end of content against seconds_total (see timing.py)
+    timing_mae_s ...         detected end of content against seconds_total (see timing.py), over
+                             the clips that run on past their request; timing_num_unmeasurable
+                             counts the others (no timing figure at all when none has room)
     adherence_* ...          pitch, tempo, burst count, kind from the audio (see adherence.py)
 """
 
@@ -29,7 +31,9 @@ from sa_train.evaluation.embedders import (
 from sa_train.evaluation.embedders.spectral import KIND_CLASSES
 from sa_train.evaluation.metrics import clap_score, cosine_similarities, frechet_distance, gaussian_stats, kl_divergence
 from sa_train.evaluation.reference import ReferenceSet, identity, load_reference, prompt_key
-from sa_train.evaluation.timing import TimingReport, detect_content_end, timing_report
+from sa_train.evaluation.timing import (
+    MIN_ROOM_SECONDS, TimingReport, detect_content_end, timing_measurable, timing_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +58,8 @@ class ClipResult:
     prompt: Optional[str]
     seconds_total: Optional[float]
     clip_seconds: float
-    detected_end_s: Optional[float] = None
+    detected_end_s: Optional[float] = None  # None also where the clip has no room after seconds_total
+    timing_measurable: Optional[bool] = None  # None without seconds_total
     kl: Optional[float] = None
     clap_similarity: Optional[float] = None
     predicted_kind: Optional[str] = None
@@ -125,7 +130,9 @@ def run_evaluation(
         if clap is not None:
             clap_audio.append(clap.embed_audio(audio, sr))
         if entry.seconds_total is not None:
-            clip.detected_end_s = detect_content_end(audio, sr)
+            clip.timing_measurable = timing_measurable(entry.seconds_total, clip.clip_seconds)
+            if clip.timing_measurable:
+                clip.detected_end_s = detect_content_end(audio, sr)
         if entry.prompt is not None:
             measured = measure_adherence(audio, sr, entry.prompt, clip.predicted_kind)
             adherence.append(measured)
@@ -193,20 +200,29 @@ def _summarise_clap(result: EvaluationResult, clap, clap_audio: list) -> None:
 
 
 def _summarise_timing(result: EvaluationResult, bins) -> None:
-    timed = [c for c in result.clips if c.detected_end_s is not None]
-    if not timed:
+    requested = [c for c in result.clips if c.seconds_total is not None]
+    if not requested:
         _note(result, "no seconds_total in the manifest: timing accuracy not computed")
         return
-    requested = [c.seconds_total for c in timed]
-    result.timing = timing_report([c.detected_end_s for c in timed], requested, bins)
+    timed = [c for c in requested if c.timing_measurable]
+    unmeasurable = [c for c in requested if not c.timing_measurable]
+    if unmeasurable:
+        # Counted, never scored as 0: a clip that stops at its request cannot show a late end.
+        result.metrics["timing_num_unmeasurable"] = float(len(unmeasurable))
+        longest = max(c.seconds_total for c in unmeasurable)
+        clip_lengths = sorted({round(c.clip_seconds, 3) for c in unmeasurable})
+        scope = ("timing accuracy is not measurable" if not timed
+                 else f"timing figures are over the other {len(timed)} clips only")
+        _note(result, f"{len(unmeasurable)} of {len(requested)} clips do not run {MIN_ROOM_SECONDS:g} s past their "
+                      f"requested seconds_total (requests up to {longest:.3g} s in clips of "
+                      f"{', '.join(f'{x:g}' for x in clip_lengths[:3])}{' ...' if len(clip_lengths) > 3 else ''} s), "
+                      f"so a late end cannot show: {scope}. Generate whole-window clips (`sa-train generate "
+                      f"--full-window`) from a model whose window (data.window_samples / data.sample_rate) is "
+                      f"longer than every request")
+    if not timed:
+        return
+    result.timing = timing_report([c.detected_end_s for c in timed], [c.seconds_total for c in timed], bins)
     result.metrics.update(result.timing.to_metrics())
-    # Clips trimmed to seconds_total cannot show a late end (generate without --full-window).
-    trimmed = sum(abs(c.clip_seconds - c.seconds_total) < 0.05 or c.clip_seconds < c.seconds_total for c in timed)
-    if trimmed == len(timed):
-        result.notes.append(
-            "every clip is at most its requested length (trimmed output): a late end cannot be detected; "
-            "generate with --full-window to measure timing as the paper does"
-        )
 
 
 def evaluate_folder(

@@ -77,7 +77,10 @@ class SweepEvaluationConfig:
               "e.g. a dataset's manifest.jsonl; relative to the working folder; added to prompts")
     max_clips: Optional[int] = param(None, "generate at most this many clips (the first prompts); default: all", min=1)
     seconds_total: List[float] = param(
-        [], "requested seconds per prompt (one value applies to all); default: the model's window", min=0)
+        [], "requested seconds per prompt (one value applies to all); default: the model's window. Timing is "
+            "measured only where a length leaves 0.1 s of the window (data.window_samples / data.sample_rate) "
+            "after it: a sweep ranked by timing is refused otherwise, and other sweeps report that timing as n/a",
+        min=0)
     reference: Optional[str] = param(None, "reference audio folder or statistics file for FD and KL (relative to the "
                                            "working folder); without it only timing, adherence and CLAP are measured")
     embedder: str = param("spectral", "audio embedder for FD (e.g. spectral, openl3)")
@@ -249,16 +252,31 @@ def load_sweep(path: str | os.PathLike, overrides: Sequence[str] = ()) -> SweepS
     return SweepSpec(config, str(file), str(experiment), [*config.overrides, *experiment_overrides])
 
 
-def check_evaluation_inputs(spec: SweepSpec) -> None:
-    """The evaluation's local files exist (checked before any trial trains, not after)."""
+def check_evaluation_inputs(spec: SweepSpec, configs: Optional[Sequence] = None) -> list[str]:
+    """The evaluation's local files exist, and its requested lengths fit the trials' windows, so
+    that the timing figures can fail (checked before any trial trains, not after).
+
+    ``configs`` are the trials' ExperimentConfigs (:func:`sa_train.sweep.space.check_trial_configs`);
+    without them the base config and the searched data.* values are loaded here. Raises ConfigError;
+    returns warnings (timing figures that will be reported as not measurable).
+    """
     ev = spec.config.evaluation
     if not ev.enabled:
-        return
+        return []
     if ev.prompts_file and not Path(ev.prompts_file).exists():
         raise ConfigError(f"{spec.path}: evaluation.prompts_file {ev.prompts_file} not found")
     if ev.reference and "://" not in ev.reference and not Path(ev.reference).exists():
         raise ConfigError(f"{spec.path}: evaluation.reference {ev.reference} not found (for the synthetic dataset: "
                           f"`sa-train data synth data/synth` first)")
+    from sa_train.sweep.evaluation import check_timing_lengths
+
+    if configs is None:
+        from sa_train.sweep.space import check_trial_configs, parse_search_space
+
+        # Only data.* can change a window (data.window_samples, data.sample_rate).
+        dims = [d for d in parse_search_space(spec.config.search_space, spec.path) if d.key.split(".")[0] == "data"]
+        configs = check_trial_configs(spec.experiment, spec.overrides, dims, spec.path)
+    return check_timing_lengths(ev, spec.config.metric, configs, spec.path)
 
 
 def sweep_to_yaml(config: SweepConfig) -> str:

@@ -2,7 +2,10 @@
 
 Every trial generates the same prompts with the same seed, so the ablation compares models, not
 noise. Clips keep the model's whole window (not trimmed to seconds_total): the timing metric finds
-where their content ends, as the paper's evaluation does.
+where their content ends, as the paper's evaluation does. That needs room after each requested
+length, so :func:`check_timing_lengths` compares the requests with every trial's window before any
+trial starts: a sweep ranked by a timing metric is refused when a request does not fit, and any
+other sweep is told that those clips' timing will be reported as not measurable (never as 0).
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from sa_train.config.fields import ConfigError
+from sa_train.evaluation.timing import MIN_ROOM_SECONDS, timing_measurable
 from sa_train.sweep.config import SweepEvaluationConfig
 
 logger = logging.getLogger(__name__)
@@ -21,10 +27,22 @@ logger = logging.getLogger(__name__)
 GENERATED_DIR = "generated"
 REPORT_DIR = "evaluation"
 BATCH_SIZE = 4
+TIMING_METRIC_PREFIX = "timing_"
+# Where a clip's requested length came from, for messages that name the key to change.
+FROM_LIST, FROM_FILE, FROM_WINDOW = "evaluation.seconds_total", "evaluation.prompts_file", "the window (no length given)"
 
 
-def evaluation_requests(ev: SweepEvaluationConfig, window_seconds: float) -> list[tuple[str, float]]:
-    """(prompt, seconds_total) per clip: prompts, then prompts_file lines (text or JSONL)."""
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """One evaluation clip: its prompt, the seconds_total it asks for, and where that came from."""
+
+    prompt: str
+    seconds_total: float
+    source: str  # FROM_LIST | FROM_FILE | FROM_WINDOW
+
+
+def _prompt_lines(ev: SweepEvaluationConfig) -> tuple[list[str], list[Optional[float]]]:
+    """Prompts, then prompts_file lines (text or JSONL), with the file's seconds where it gives them."""
     prompts = list(ev.prompts)
     file_seconds: list[Optional[float]] = [None] * len(prompts)
     if ev.prompts_file:
@@ -43,14 +61,96 @@ def evaluation_requests(ev: SweepEvaluationConfig, window_seconds: float) -> lis
             else:
                 prompts.append(line.strip())
                 file_seconds.append(None)
+    return prompts, file_seconds
+
+
+def requested_clips(ev: SweepEvaluationConfig, window_seconds: float) -> list[EvaluationRequest]:
+    """The clips to generate, with where each length came from: the prompts file's seconds_total
+    (or seconds), else evaluation.seconds_total, else the model's window.
+
+    A length is kept as asked even when it exceeds the window (training conditions crops of long
+    files the same way); whether its timing can be measured is the evaluation's question.
+    """
+    prompts, file_seconds = _prompt_lines(ev)
     seconds = list(ev.seconds_total)
     if len(seconds) == 1:
         seconds = seconds * len(prompts)
     requests = []
     for i, prompt in enumerate(prompts):
-        given = file_seconds[i] if file_seconds[i] is not None else (seconds[i] if i < len(seconds) else None)
-        requests.append((prompt, min(given, window_seconds) if given is not None else window_seconds))
+        if file_seconds[i] is not None:
+            requests.append(EvaluationRequest(prompt, file_seconds[i], FROM_FILE))
+        elif i < len(seconds):
+            requests.append(EvaluationRequest(prompt, float(seconds[i]), FROM_LIST))
+        else:
+            requests.append(EvaluationRequest(prompt, window_seconds, FROM_WINDOW))
     return requests[: ev.max_clips] if ev.max_clips else requests
+
+
+def evaluation_requests(ev: SweepEvaluationConfig, window_seconds: float) -> list[tuple[str, float]]:
+    """(prompt, seconds_total) per clip: see :func:`requested_clips`."""
+    return [(r.prompt, r.seconds_total) for r in requested_clips(ev, window_seconds)]
+
+
+def is_timing_metric(metric: str) -> bool:
+    return metric.startswith(TIMING_METRIC_PREFIX)
+
+
+def _window_multiple(cfg) -> int:
+    """What data.window_samples must be a multiple of (sa_train.config.validate)."""
+    return cfg.model.autoencoder.downsampling * cfg.model.unet.downsampling
+
+
+def _describe_sources(requests: Sequence[EvaluationRequest], ev: SweepEvaluationConfig) -> str:
+    names = []
+    for source in dict.fromkeys(r.source for r in requests):
+        names.append(f"{FROM_FILE} ({ev.prompts_file})" if source == FROM_FILE else source)
+    return " and ".join(names)
+
+
+def check_timing_lengths(ev: SweepEvaluationConfig, metric: str, configs: Sequence, origin: str) -> list[str]:
+    """Compare the requested lengths with the window of every trial config (``configs``:
+    ExperimentConfigs) before any trial starts.
+
+    A clip's timing error is measurable only when the clip (the whole window) runs at least
+    MIN_ROOM_SECONDS past its request. When the sweep ranks by a timing metric, one request without
+    that room is a ConfigError naming the key, the lengths and the window; otherwise the problems
+    are returned (and logged) as warnings: those clips' timing is reported as not measurable.
+    """
+    if not ev.enabled:
+        return []
+    warnings: list[str] = []
+    seen = set()
+    for cfg in configs:
+        samples, rate = cfg.data.window_samples, cfg.data.sample_rate
+        if (samples, rate) in seen:
+            continue
+        seen.add((samples, rate))
+        window = samples / rate
+        requests = requested_clips(ev, window)
+        short = [r for r in requests if not timing_measurable(r.seconds_total, window)]
+        if not short:
+            continue
+        lengths = sorted({round(r.seconds_total, 3) for r in short})
+        shown = ", ".join(f"{x:g}" for x in lengths[:6]) + (" ..." if len(lengths) > 6 else "")
+        multiple = _window_multiple(cfg)
+        needed = math.ceil((max(lengths) + MIN_ROOM_SECONDS) * rate / multiple) * multiple
+        what = (f"{len(short)} of {len(requests)} evaluation clips ask for seconds_total of {shown} s "
+                f"(from {_describe_sources(short, ev)}), but the model's window is data.window_samples={samples} "
+                f"at data.sample_rate={rate} = {window:.3g} s, and a requested length must leave "
+                f"{MIN_ROOM_SECONDS:g} s of the window after it for a late end to show ("
+                + (f"at most {window - MIN_ROOM_SECONDS:.3g} s here)" if window > MIN_ROOM_SECONDS
+                   else "no length can here)"))
+        fix = (f"raise data.window_samples to at least {needed} (a multiple of {multiple}) in the sweep's overrides, "
+               f"or ask for shorter lengths")
+        if any(r.source == FROM_WINDOW for r in short):
+            fix += "; prompts without a length default to the whole window, so give evaluation.seconds_total"
+        if is_timing_metric(metric):
+            raise ConfigError(f"{origin}: metric={metric!r} cannot be measured: {what}. To rank by timing, {fix}")
+        message = (f"{origin}: {what}: the timing figures of those clips will be reported as not measurable "
+                   f"(n/a). To measure timing, {fix}")
+        logger.warning("%s", message)
+        warnings.append(message)
+    return warnings
 
 
 def generate_clips(exported: str, ev: SweepEvaluationConfig, out_dir: Path) -> Path:

@@ -23,6 +23,9 @@ MARKDOWN = "ablation.md"
 CSV = "ablation.csv"
 FINISHED, FAILED, STOPPED, UNFINISHED = "finished", "failed", "stopped early", "unfinished"
 _COUNTS = ("fd_num_", "kl_num_")  # how many frames / clips a figure is over, not a figure to rank by
+# Counted by the evaluation where clips stop at their requested length: their timing cannot fail.
+UNMEASURABLE_TIMING = "timing_num_unmeasurable"
+NOT_MEASURABLE = "n/a"
 _NOT_METRICS = {"done", "trial_id", "experiment_tag", "checkpoint_path", "samples_seen", FINISHED_KEY, *INFO_KEYS}
 
 
@@ -82,9 +85,17 @@ def collect_rows(sweep_dir: str, dims: Sequence[SearchDimension]) -> list[TrialR
     return rows
 
 
+def timing_not_measurable(row: TrialRow, metric: str) -> bool:
+    """Whether ``metric`` is a timing figure this trial could not measure (shown as n/a, never 0)."""
+    return metric.startswith("timing_") and metric not in row.metrics and row.metrics.get(UNMEASURABLE_TIMING, 0) > 0
+
+
 def headline_metrics(rows: Sequence[TrialRow], sweep_metric: str) -> list[str]:
-    """The paper's columns that some trial has, in the paper's order, then the sweep's metric and the loss."""
+    """The paper's columns that some trial has (or could not measure), in the paper's order, then the
+    sweep's metric and the loss."""
     present = {k for r in rows for k in r.metrics}
+    if any(timing_not_measurable(r, "timing_mae_s") for r in rows):
+        present.add("timing_mae_s")
     ordered = sorted(k for k in present if k.startswith("fd_") and not k.startswith(_COUNTS))
     ordered += sorted(k for k in present if re.fullmatch(r"kl_.+_ref_gen", k))
     ordered += [k for k in ("clap_score", "timing_mae_s", "adherence_pass_rate") if k in present]
@@ -142,7 +153,7 @@ def write_markdown(rows: Sequence[TrialRow], path: Path, *, title: str, metric: 
     for row in rows:
         cells = [row.trial_id, *(_cell(row.values.get(k)) for k in value_keys)]
         for m in metrics:
-            text = _cell(row.metrics.get(m))
+            text = NOT_MEASURABLE if timing_not_measurable(row, m) else _cell(row.metrics.get(m))
             cells.append(f"**{text}**" if best is row and m == metric else text)
         cells += [_cell(int(row.metrics["step"]) if "step" in row.metrics else None), row.status]
         lines.append("| " + " | ".join(cells) + " |")
@@ -150,7 +161,15 @@ def write_markdown(rows: Sequence[TrialRow], path: Path, *, title: str, metric: 
     if failed:
         lines += ["", "## Failed trials", ""] + [f"- {r.trial_id}: {r.error or 'see the trial folder'}" for r in failed]
     lines += ["", "KL is KL(reference || generated); FD and KL name the embedder and tagger they were computed "
-                  "with (proxies are not the paper's OpenL3 / PaSST figures).", ""]
+                  "with (proxies are not the paper's OpenL3 / PaSST figures)."]
+    partial = [r for r in rows if r.metrics.get(UNMEASURABLE_TIMING, 0) > 0]
+    if partial:
+        lines += ["", f"Timing {NOT_MEASURABLE}: {', '.join(r.trial_id for r in partial)} generated clips that stop "
+                      "at (or before) their requested seconds_total, where a late end cannot show, so their timing "
+                      "is not measured (`timing_num_unmeasurable` clips in the CSV; a trial with some measurable "
+                      "clips reports timing over those only). Use a window (data.window_samples / "
+                      "data.sample_rate) longer than every requested length."]
+    lines.append("")
     path.write_text("\n".join(lines))
     return path
 
@@ -206,8 +225,9 @@ def write_bar_chart(rows: Sequence[TrialRow], metric: str, path: Path, *, mode: 
     colours = ["tab:orange" if rows[i] is best else "tab:blue" for i in positions]
     ax.bar(positions, heights, color=colours)
     for i in positions:
-        if metric not in rows[i].metrics:
-            ax.text(i, 0, rows[i].status, ha="center", va="bottom", rotation=90, fontsize=8, color="tab:red")
+        if metric not in rows[i].metrics:  # no bar: say why (a missing figure is not a 0)
+            why = NOT_MEASURABLE if timing_not_measurable(rows[i], metric) else rows[i].status
+            ax.text(i, 0, why, ha="center", va="bottom", rotation=90, fontsize=8, color="tab:red")
     ax.set_xticks(positions, [trial_label(r) for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric_header(metric))
     ax.set_title(f"{title}: {metric_header(metric)} ({'lower' if mode == 'min' else 'higher'} is better)")
@@ -224,7 +244,7 @@ def write_report(rows: Sequence[TrialRow], out_dir: Path, *, title: str, metric:
     files = {MARKDOWN: write_markdown(rows, out_dir / MARKDOWN, title=title, metric=metric, mode=mode),
              CSV: write_csv(rows, out_dir / CSV)}
     for name in headline_metrics(rows, metric):
-        if any(name in r.metrics for r in rows):
+        if any(name in r.metrics for r in rows):  # a column no trial could measure gets no chart
             # loss and accuracy-like metrics: lower is better unless the sweep says otherwise for its metric
             metric_mode = mode if name == metric else ("max" if name in ("clap_score", "adherence_pass_rate") else "min")
             file = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.png"

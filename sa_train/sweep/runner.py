@@ -195,7 +195,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, launch: Optional[Callabl
     are Ray Tune callbacks added to the Tuner's RunConfig.
     """
     prep = _prepare(spec)  # a bad key or value fails here, before Ray starts
-    check_evaluation_inputs(spec)
+    check_evaluation_inputs(spec, prep.configs)  # and that timing can be measured in every trial's window
     exists = _experiment_exists(prep.sweep_dir)
     if resume and not exists:
         raise ConfigError(f"sweep {spec.name}: nothing to resume at {prep.sweep_dir}; run it without --resume")
