@@ -66,6 +66,97 @@ def test_stft_loss_is_per_example():
     assert value[0].abs() < 1e-6 and value[1] > 0
 
 
+def one_percent_noise(like: torch.Tensor) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return 0.01 * torch.randn(like.shape, generator=generator)
+
+
+def at_level(audio: torch.Tensor, peak_db: float) -> torch.Tensor:
+    """The audio scaled to a peak of ``peak_db`` dBFS."""
+    return audio / audio.abs().max() * 10 ** (peak_db / 20)
+
+
+def loss_and_gradient_norm(loss: torch.nn.Module, prediction: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    prediction = prediction.clone().requires_grad_()
+    value = loss(prediction, target)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(prediction.grad).all()
+    return value.item(), prediction.grad.norm().item()
+
+
+# Issue 11: the spectral convergence divided by the target's norm + 1e-7, so a silent target
+# against 1% noise scored ~3e6 against ~10 for a real clip, and silent crops ruled training.
+@pytest.mark.parametrize("weighting", [False, True])
+def test_stft_loss_on_a_silent_target_is_of_the_order_of_a_real_clip(weighting):
+    loss = StereoSTFTLoss(FFT_SIZES, perceptual_weighting=weighting)
+    real = stereo_tone()
+    silent = torch.zeros_like(real)
+    on_real, real_grad = loss_and_gradient_norm(loss, real + one_percent_noise(real), real)
+    on_silence, silence_grad = loss_and_gradient_norm(loss, silent + one_percent_noise(silent), silent)
+    assert on_silence < 3 * on_real, f"silent target scores {on_silence:.4g}, a real clip {on_real:.4g}"
+    assert silence_grad < 3 * real_grad, f"gradient norm {silence_grad:.4g} on silence, {real_grad:.4g} on a clip"
+
+
+def test_stft_loss_on_a_dual_mono_target_is_of_the_order_of_a_stereo_one():
+    loss = StereoSTFTLoss(FFT_SIZES, perceptual_weighting=True)
+    stereo = stereo_tone()
+    dual_mono = stereo[:, :1].repeat(1, 2, 1)  # the side channel (L - R) is exactly zero
+    assert torch.equal(dual_mono[:, 0], dual_mono[:, 1])
+    on_stereo, stereo_grad = loss_and_gradient_norm(loss, stereo + one_percent_noise(stereo), stereo)
+    on_dual, dual_grad = loss_and_gradient_norm(loss, dual_mono + one_percent_noise(stereo), dual_mono)
+    assert on_dual < 3 * on_stereo, f"dual-mono target scores {on_dual:.4g}, stereo {on_stereo:.4g}"
+    assert dual_grad < 3 * stereo_grad
+
+
+@pytest.mark.parametrize("peak_db", [-40.0, -60.0, -80.0, -100.0])
+def test_stft_loss_stays_of_the_same_order_as_the_target_gets_quieter(peak_db):
+    loss = StereoSTFTLoss(FFT_SIZES, perceptual_weighting=True)
+    loud = at_level(stereo_tone(), -6.0)
+    quiet = at_level(stereo_tone(), peak_db)
+    on_loud, loud_grad = loss_and_gradient_norm(loss, loud + one_percent_noise(loud), loud)
+    on_quiet, quiet_grad = loss_and_gradient_norm(loss, quiet + one_percent_noise(quiet), quiet)
+    assert on_quiet < 3 * on_loud, f"{peak_db} dBFS target scores {on_quiet:.4g}, a -6 dBFS one {on_loud:.4g}"
+    assert quiet_grad < 3 * loud_grad
+
+
+def test_stft_loss_treats_a_minus_80_dbfs_target_as_nearly_silent():
+    loss = StereoSTFTLoss(FFT_SIZES, perceptual_weighting=True)
+    quiet = at_level(stereo_tone(), -80.0)
+    missed = loss(torch.zeros_like(quiet), quiet).item()
+    noisy = loss(quiet + one_percent_noise(quiet), quiet).item()
+    # Decoding a -80 dBFS clip to silence is a small error; adding -40 dBFS noise to it is a large one.
+    assert missed < 1.0 and noisy > 5 * missed
+
+
+@pytest.mark.parametrize("case", ["silent", "quiet", "dual_mono", "real"])
+def test_stft_loss_scores_a_perfect_prediction_zero_with_finite_gradients(case):
+    real = stereo_tone()
+    target = {
+        "silent": torch.zeros_like(real),
+        "quiet": at_level(real, -80.0),
+        "dual_mono": real[:, :1].repeat(1, 2, 1),
+        "real": real,
+    }[case]
+    loss = StereoSTFTLoss(FFT_SIZES, perceptual_weighting=True)
+    value, _ = loss_and_gradient_norm(loss, target, target)
+    assert value == pytest.approx(0.0, abs=1e-6)
+
+
+def test_stft_loss_gradients_are_finite_at_exact_zeros():
+    loss = StereoSTFTLoss(FFT_SIZES, perceptual_weighting=True)
+    real = stereo_tone()
+    silent = torch.zeros_like(real)
+    # Silence against silence, silence against a clip, and a clip against silence.
+    for prediction, target in ((silent, silent), (silent, real), (real, silent)):
+        value, gradient = loss_and_gradient_norm(loss, prediction, target)
+        assert math.isfinite(value) and math.isfinite(gradient)
+
+
+def test_stft_loss_rejects_a_reference_level_below_the_floor():
+    with pytest.raises(ValueError, match="convergence_reference_db"):
+        MultiResolutionSTFTLoss(FFT_SIZES, floor_db=-60.0, convergence_reference_db=-80.0)
+
+
 def test_a_weighting_is_unity_at_1khz_and_attenuates_low_frequencies():
     gains = a_weighting(torch.tensor([50.0, 1000.0, 3000.0]))
     assert gains[1] == pytest.approx(1.0)
@@ -164,6 +255,21 @@ def test_generator_losses_give_per_example_terms_and_a_weighted_total():
     warm_up = losses.generator_losses(real, fake, kl, disc, adversarial=False)
     assert torch.equal(warm_up["adversarial"], torch.zeros(2))
     assert torch.equal(warm_up["feature_matching"], torch.zeros(2))
+
+
+def test_generator_losses_weigh_a_silent_crop_like_a_real_one():
+    """A batch with a crop inside a pause: its STFT term must not dwarf the real crop's."""
+    ae_cfg = AutoencoderConfig()
+    ae_cfg.losses = small_loss_config()
+    losses = AutoencoderLosses(ae_cfg.losses)
+    real = torch.cat([stereo_tone(), torch.zeros(1, 2, 4096)])
+    fake = (real + one_percent_noise(real)).requires_grad_()
+    out = losses.generator_losses(real, fake, torch.zeros(2), None, adversarial=False)
+    on_real, on_silence = out["stft"].tolist()
+    assert on_silence < 3 * on_real, f"silent crop {on_silence:.4g}, real crop {on_real:.4g}"
+    out["total"].mean().backward()
+    assert torch.isfinite(fake.grad).all()
+    assert fake.grad[1].norm() < 3 * fake.grad[0].norm()
 
 
 def test_discriminator_losses_train_only_the_discriminator():

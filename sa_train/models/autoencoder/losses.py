@@ -10,8 +10,23 @@ from typing import Sequence
 import torch
 from torch import nn
 
-# Magnitudes below this are clamped before the log, so silence gives a finite log-magnitude.
-LOG_EPS = 1e-7
+# Levels in dB relative to full scale. The STFT is scaled by 1 / sqrt(sum(window^2)), so white
+# noise of RMS a has per-bin RMS magnitude a at every FFT size and both levels mean the same thing
+# at every resolution.
+# FLOOR_DB: every magnitude is sqrt(|X|^2 + floor^2). Bins under the floor count as silence in
+# the log term (about 16-bit quantisation noise), so a silent target has a finite log-magnitude
+# and the log term's gradient stays bounded, while quiet detail above it is still learned.
+FLOOR_DB = -100.0
+# CONVERGENCE_REFERENCE_DB: the spectral convergence divides by the target's norm with this level
+# added in power, so on a silent or near-silent target (a pause, the padding, the side of a
+# dual-mono file) it measures the error against a quiet programme level instead of dividing by
+# ~0. Targets well above it (most audio) are unaffected; stable-audio-tools avoids the zero by
+# normalising over the whole batch, which a per-example loss cannot do.
+CONVERGENCE_REFERENCE_DB = -40.0
+
+
+def db_to_amplitude(db: float) -> float:
+    return 10.0 ** (db / 20.0)
 
 
 def a_weighting(frequencies: torch.Tensor) -> torch.Tensor:
@@ -33,28 +48,41 @@ class MultiResolutionSTFTLoss(nn.Module):
     """Spectral convergence + log-magnitude L1 at several FFT sizes (hop FFT/4, Hann window),
     averaged over the resolutions.
 
+    Both terms stay finite, and of the same order as on real audio, when the target is silent or
+    very quiet: magnitudes have a soft floor at ``floor_db`` and the spectral convergence's
+    denominator includes a level of ``convergence_reference_db`` (see the module constants). A
+    perfect prediction scores 0.
+
     prediction, target: (batch, samples) or (batch, channels, samples) -> (batch,)
     """
 
-    def __init__(self, fft_sizes: Sequence[int], sample_rate: int = 44100, perceptual_weighting: bool = False) -> None:
+    def __init__(self, fft_sizes: Sequence[int], sample_rate: int = 44100, perceptual_weighting: bool = False,
+                 floor_db: float = FLOOR_DB, convergence_reference_db: float = CONVERGENCE_REFERENCE_DB) -> None:
         super().__init__()
         if not fft_sizes:
             raise ValueError("model.autoencoder.losses.stft_fft_sizes is empty; give at least one FFT size")
+        if convergence_reference_db < floor_db:
+            raise ValueError(
+                f"convergence_reference_db ({convergence_reference_db}) must be at least floor_db ({floor_db})"
+            )
         self.fft_sizes = [int(n) for n in fft_sizes]
         self.sample_rate = sample_rate
         self.perceptual_weighting = perceptual_weighting
+        self.floor_power = db_to_amplitude(floor_db) ** 2
+        self.reference_power = db_to_amplitude(convergence_reference_db) ** 2
 
-    def _magnitude(self, audio: torch.Tensor, n_fft: int) -> torch.Tensor:
-        """audio: (rows, samples) -> (rows, bins, frames), A-weighted if configured."""
+    def _power(self, audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """audio: (rows, samples) -> squared magnitudes (rows, bins, frames), noise-normalised and
+        A-weighted if configured."""
         window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
         spec = torch.stft(audio, n_fft, hop_length=n_fft // 4, window=window, center=True,
                           pad_mode="constant", return_complex=True)
-        # The clamp keeps the gradient of sqrt finite at exact zeros.
-        magnitude = (spec.real.square() + spec.imag.square()).clamp_min(LOG_EPS**2).sqrt()
+        # Power, not magnitude: sqrt has no finite gradient at an exactly silent bin.
+        power = (spec.real.square() + spec.imag.square()) / window.square().sum()
         if self.perceptual_weighting:
             bins = torch.linspace(0, self.sample_rate / 2, n_fft // 2 + 1, device=audio.device)
-            magnitude = magnitude * a_weighting(bins).to(magnitude.dtype)[:, None]
-        return magnitude
+            power = power * a_weighting(bins).square().to(power.dtype)[:, None]
+        return power
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if prediction.shape != target.shape:
@@ -65,14 +93,17 @@ class MultiResolutionSTFTLoss(nn.Module):
         true = target.reshape(-1, target.shape[-1]).float()
         total = prediction.new_zeros(batch, dtype=torch.float32)
         for n_fft in self.fft_sizes:
-            pred_mag, true_mag = self._magnitude(pred, n_fft), self._magnitude(true, n_fft)
-            pred_mag, true_mag = pred_mag.reshape(batch, -1), true_mag.reshape(batch, -1)
-            # Spectral convergence: relative error of the magnitudes (loud parts dominate).
-            convergence = torch.linalg.vector_norm(true_mag - pred_mag, dim=1) / (
-                torch.linalg.vector_norm(true_mag, dim=1) + LOG_EPS
-            )
-            # Log-magnitude L1: every bin counts, so quiet detail is learned too.
-            log_distance = (true_mag.clamp_min(LOG_EPS).log() - pred_mag.clamp_min(LOG_EPS).log()).abs().mean(dim=1)
+            pred_power = self._power(pred, n_fft).reshape(batch, -1)
+            true_power = self._power(true, n_fft).reshape(batch, -1)
+            # Soft floor: every magnitude is > 0, so sqrt and log have finite gradients at silence.
+            pred_mag = (pred_power + self.floor_power).sqrt()
+            true_mag = (true_power + self.floor_power).sqrt()
+            # Spectral convergence: relative error of the magnitudes (loud parts dominate); the
+            # reference level stands in for the target's when the target is near silent.
+            level = (true_power.sum(dim=1) + true_power.shape[1] * self.reference_power).sqrt()
+            convergence = torch.linalg.vector_norm(true_mag - pred_mag, dim=1) / level
+            # Log-magnitude L1: every bin above the floor counts, so quiet detail is learned too.
+            log_distance = (true_mag.log() - pred_mag.log()).abs().mean(dim=1)
             total = total + convergence + log_distance
         return total / len(self.fft_sizes)
 
