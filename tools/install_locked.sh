@@ -23,7 +23,7 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 
 echo "installing the locked stack from $lock (first time: about 5-9 minutes, torch is large)"
-deepspeed_pin=$(grep -E '^deepspeed==' "$lock")
+deepspeed_pin=$(grep -E '^deepspeed==' "$lock" | sed -e 's/[[:space:]]*#.*//')
 quiet "${pip[@]}" install --no-deps -r <(grep -vE '^deepspeed==' "$lock")
 echo "building $deepspeed_pin against the installed torch"
 # shellcheck disable=SC2086 # DS_BUILD_ENV is a list of VAR=value words
