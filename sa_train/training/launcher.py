@@ -76,9 +76,10 @@ def build_train_dataset(cfg: ExperimentConfig, tally_name: str, board_name: Opti
         else:
             logger.warning("data.latents without model.autoencoder.pretrained: the shards' autoencoder is not checked "
                            "and audio samples cannot be decoded")
-        names, _ = validate_shards(cfg.data.latents, identity)  # a mismatched autoencoder stops here
-        # Each stream row is one shard (>= 1 example): enough epochs that the stream outlasts the run.
-        epochs = cfg.training.steps * cfg.training.global_batch_size // max(1, len(names)) + 2
+        _, meta = validate_shards(cfg.data.latents, identity)  # a mismatched autoencoder stops here
+        # Enough epochs (passes over every file) that the stream outlasts the run, and no more: Ray
+        # Data produces the stream ahead of training as fast as the CPUs allow.
+        epochs = cfg.training.steps * cfg.training.global_batch_size // max(1, meta["total_examples"]) + 2
         return build_latent_dataset(cfg.data, identity, seed=cfg.training.seed, epochs=epochs, start_board=board_name)
     from sa_train.data.pipeline import build_audio_dataset, load_records
 
