@@ -37,6 +37,13 @@ def progress_line(label: str, progress: dict[str, Any], elapsed: float) -> str:
     )
 
 
+def plain_tenth(progress: dict[str, Any]) -> int:
+    """Which tenth of the run the progress is in (-1 before the first step)."""
+    if not progress:
+        return -1
+    return min(10, int(10 * int(progress["step"]) / max(1, int(progress["total"]))))
+
+
 class ProgressPrinter:
     """Driver side: polls the board in a thread and prints the stage's progress line.
 
@@ -44,7 +51,7 @@ class ProgressPrinter:
     """
 
     def __init__(self, board, label: str, stream: TextIO = sys.stdout, every_s: float = 1.0,
-                 plain_every_s: float = 15.0) -> None:
+                 plain_every_s: float = 60.0) -> None:
         self.board = board
         self.label, self.stream = label, stream
         self.every_s, self.plain_every_s = every_s, plain_every_s
@@ -61,7 +68,7 @@ class ProgressPrinter:
             return self._last
 
     def _run(self) -> None:
-        last_plain = 0.0
+        printed_tenth, last_plain = -1, 0.0
         while not self._stop.wait(self.every_s):
             self._last = self._read()
             elapsed = time.perf_counter() - self._started
@@ -69,8 +76,12 @@ class ProgressPrinter:
             if self.interactive:
                 self.stream.write("\r" + line[:160] + "\033[K")
                 self.stream.flush()
-            elif elapsed - last_plain >= self.plain_every_s:
-                last_plain = elapsed
+                continue
+            # Into a file: a line at each tenth of the run (and while waiting, one a minute), so
+            # a slow run's log stays about ten lines a stage.
+            tenth = plain_tenth(self._last)
+            if tenth > printed_tenth or (tenth < 0 and elapsed - last_plain >= self.plain_every_s):
+                printed_tenth, last_plain = tenth, elapsed
                 self.stream.write(line + "\n")
                 self.stream.flush()
 

@@ -160,3 +160,34 @@ def test_an_export_uploaded_to_remote_storage_loads_from_there(tmp_path):
     uri = upload_folder(local, (tmp_path / "bucket" / "run" / "exported").as_uri())
     exported = load_exported(uri, weights="raw", expect_stage="autoencoder")
     assert exported.meta["step"] == 2 and exported.meta["weights"] == "raw"
+
+
+def test_progress_written_to_a_file_takes_about_ten_lines_a_stage():
+    import io
+    import time as _time
+
+    from sa_train.training import console
+
+    class Board:
+        def __init__(self):
+            self.step = 0
+
+    board = Board()
+    printer = console.ProgressPrinter.__new__(console.ProgressPrinter)
+    printer.board, printer.label, printer.stream = board, "stage", io.StringIO()
+    printer.every_s, printer.plain_every_s, printer.interactive = 0.001, 60.0, False
+    printer._stop, printer._started, printer._last = __import__("threading").Event(), _time.perf_counter(), {}
+    steps = iter(range(0, 1001))
+
+    def read():
+        step = next(steps, None)
+        if step is None:
+            printer._stop.set()
+            return printer._last
+        return {"step": step, "total": 1000, "loss": 0.5, "step_time": 0.1, "eta": 1.0} if step else {}
+
+    printer._read = read
+    printer._run()
+    lines = printer.stream.getvalue().splitlines()
+    assert 10 <= len(lines) <= 12, lines
+    assert lines[-1].startswith("stage: [####################] step 1000/1000")
