@@ -5,23 +5,38 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+INTEROP := .interop/sat
 INSTALL := PYTHON=$(PYTHON) tools/install_locked.sh $(VENV)
 # `make lock` resolves for the machines the project runs on: Linux x86_64 with Python 3.11.
 UV_COMPILE := uv pip compile pyproject.toml -c constraints.txt --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --quiet --no-header --annotation-style line
 
-.PHONY: demo test test-fast bench install install-dev lock clean
+.PHONY: demo test test-fast test-interop interop bench install install-dev lock clean
 
 demo: $(VENV)/.installed
 	$(BIN)/sa-train demo
 
-# The whole suite, as CI runs it (unit, slow and integration tests on a local Ray).
-test: $(VENV)/.installed-dev
+# The whole suite, as CI runs it (unit, slow, integration and interop tests on a local Ray).
+test: $(VENV)/.installed-dev $(INTEROP)/.installed
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q
 
 # Unit tests only (no local Ray cluster, no end-to-end runs): a few minutes.
 test-fast: $(VENV)/.installed-dev
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q -m "not integration and not slow"
+
+# stable-audio-tools as a test oracle for the `interop` tests, in a side folder of its own (never imported by
+# sa_train itself): it declares an older Python, so no dependency resolution, only the pinned wheels.
+interop: $(INTEROP)/.installed
+
+$(INTEROP)/.installed: requirements-interop.txt $(VENV)/.installed-dev
+	rm -rf $(INTEROP)
+	$(BIN)/python -m pip --disable-pip-version-check -q install --no-deps --ignore-requires-python \
+		--only-binary :all: --target $(INTEROP) -r requirements-interop.txt
+	touch $@
+
+# Only the equivalence tests against stable-audio-tools.
+test-interop: $(VENV)/.installed-dev $(INTEROP)/.installed
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/interop -q -m interop
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run_all
@@ -46,4 +61,4 @@ lock:
 	$(UV_COMPILE) --extra gpu -c requirements.lock -o requirements-gpu.lock
 
 clean:
-	rm -rf $(VENV) runs mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) .interop runs mlflow.db mlartifacts .pytest_cache

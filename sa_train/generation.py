@@ -88,7 +88,7 @@ class Generator:
         cond = self.model.condition(
             list(prompts), torch.tensor(starts, device=self.device), torch.tensor(list(seconds_total), device=self.device)
         )
-        uncond = conditioner.null_conditioning(n).to(self.device)
+        uncond = conditioner.null_conditioning(n, cond.context_mask).to(self.device)
         denoiser = VDenoiser(lambda x, t, cond: self.model.predict_v(x, t, cond))
         guided = CFGDenoiser(denoiser, {"cond": cond}, {"cond": uncond}, sampling.cfg_scale)
         channels = self.cfg.model.unet.in_channels

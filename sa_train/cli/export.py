@@ -1,8 +1,10 @@
-"""`sa-train export RUN_OR_CHECKPOINT --out DIR`: portable safetensors weights and the resolved config."""
+"""`sa-train export RUN_OR_CHECKPOINT --out DIR [--format sat]`: portable safetensors weights and the
+resolved config, or a stable-audio-tools checkpoint (sa_train.interop.to_sat)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,11 +16,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", help="run folder (storage.path/<run name>) or one checkpoint folder (holds state.json)")
     parser.add_argument("--out", required=True, help="folder to write the exported model into")
+    parser.add_argument(
+        "--format", default="sa_train", choices=["sa_train", "sat"],
+        help="sa_train (default): this project's export; sat: a stable-audio-tools checkpoint (model.safetensors + "
+        "model_config.json) for its inference tools. SOURCE may then also be an exported folder",
+    )
+    parser.add_argument(
+        "--weights", default="ema", choices=["ema", "raw"],
+        help="with --format sat: which weights to write (ema when the run kept one, else raw)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sa_train.export import export_checkpoint, load_exported
+
+    if args.format == "sat":
+        from sa_train.config import ConfigError
+        from sa_train.interop.to_sat import export_sat
+
+        try:
+            out = export_sat(args.source, args.out, weights=args.weights)
+        except ConfigError:
+            raise  # the CLI's own config-error report (a model stable-audio-tools cannot compute)
+        except ValueError as err:
+            print(f"sa-train export: {err}", file=sys.stderr)
+            return 2
+        print(f"exported a stable-audio-tools checkpoint to {out}")
+        return 0
 
     out = export_checkpoint(args.source, args.out)
     exported = load_exported(out, weights="raw")  # prove it loads strictly before saying it worked

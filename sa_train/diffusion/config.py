@@ -24,6 +24,13 @@ class DiffusionConfig:
     null_embedding: str = param(
         "learned", "the null conditioning for CFG: a 'learned' sequence or 'zeros'", choices=["learned", "zeros"]
     )
+    null_mask: str = param(
+        "all",
+        "which tokens of the CFG null sequence are attended: 'all' (sa_train: the null is a whole sequence of its "
+        "own, independent of the prompt) or 'prompt' (stable-audio-tools: the null keeps the prompt's padding mask; "
+        "use it with model.unet.context_mask=zero_kv for checkpoints imported from stable-audio-tools)",
+        choices=["all", "prompt"],
+    )
     mask_padding_in_loss: bool = param(
         False,
         "exclude padded latent frames (the silence after a short file) from the loss. False, the default "

@@ -32,18 +32,39 @@ class Snake(nn.Module):
         return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
 
 
-def activation(channels: int, use_snake: bool) -> nn.Module:
-    """Snake (the paper) or ELU (a cheaper fallback for ablations)."""
-    return Snake(channels) if use_snake else nn.ELU()
+class SnakeBeta(nn.Module):
+    """SnakeBeta ``x + 1/beta * sin(alpha x)^2`` with a learned frequency alpha and amplitude beta per
+    channel, both stored as logarithms (zero = 1): stable-audio-tools' Oobleck VAE (after BigVGAN).
+
+    x: (batch, channels, time) -> (batch, channels, time)
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha.exp()[None, :, None]
+        beta = self.beta.exp()[None, :, None]
+        return x + (1.0 / (beta + 1e-9)) * torch.sin(x * alpha) ** 2
+
+
+def activation(channels: int, use_snake: bool, snake_beta: bool = False) -> nn.Module:
+    """Snake (the paper), SnakeBeta (Oobleck) or ELU (a cheaper fallback for ablations)."""
+    if not use_snake:
+        return nn.ELU()
+    return SnakeBeta(channels) if snake_beta else Snake(channels)
 
 
 def wn_conv1d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-              dilation: int = 1, padding: int | None = None) -> nn.Module:
+              dilation: int = 1, padding: int | None = None, bias: bool = True) -> nn.Module:
     """Weight-normalised Conv1d; ``padding=None`` means "same" padding for an odd kernel."""
     if padding is None:
         assert kernel_size % 2 == 1, "same padding needs an odd kernel"
         padding = dilation * (kernel_size - 1) // 2
-    conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, padding=padding)
+    conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, padding=padding,
+                     bias=bias)
     return weight_norm(conv)
 
 
@@ -62,14 +83,14 @@ class ResidualUnit(nn.Module):
     x: (batch, channels, time) -> (batch, channels, time)
     """
 
-    def __init__(self, channels: int, dilation: int, use_snake: bool = True) -> None:
+    def __init__(self, channels: int, dilation: int, use_snake: bool = True, snake_beta: bool = False) -> None:
         super().__init__()
         self.dilation = dilation
         self.block = nn.Sequential(
-            activation(channels, use_snake),
+            activation(channels, use_snake, snake_beta),
             # Dilated k7 conv: widens the receptive field (1, 3, 9 across the three units of a block).
             wn_conv1d(channels, channels, 7, dilation=dilation),
-            activation(channels, use_snake),
+            activation(channels, use_snake, snake_beta),
             # 1x1 conv: mixes channels at no cost in receptive field.
             wn_conv1d(channels, channels, 1),
         )
@@ -78,9 +99,9 @@ class ResidualUnit(nn.Module):
         return x + self.block(x)
 
 
-def residual_stack(channels: int, use_snake: bool) -> list[nn.Module]:
+def residual_stack(channels: int, use_snake: bool, snake_beta: bool = False) -> list[nn.Module]:
     """The three residual units (dilations 1, 3, 9) used at every resolution."""
-    return [ResidualUnit(channels, d, use_snake) for d in (1, 3, 9)]
+    return [ResidualUnit(channels, d, use_snake, snake_beta) for d in (1, 3, 9)]
 
 
 def check_stride(stride: int) -> None:
@@ -98,14 +119,15 @@ class EncoderBlock(nn.Module):
     x: (batch, in_channels, time) -> (batch, out_channels, time / stride)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, use_snake: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, use_snake: bool = True,
+                 snake_beta: bool = False) -> None:
         super().__init__()
         check_stride(stride)
         self.stride = stride
         self.block = nn.Sequential(
             # Residual units: local features at the current resolution.
-            *residual_stack(in_channels, use_snake),
-            activation(in_channels, use_snake),
+            *residual_stack(in_channels, use_snake, snake_beta),
+            activation(in_channels, use_snake, snake_beta),
             # Strided conv, kernel 2*stride: downsamples with overlapping windows; padding
             # ceil(stride/2) gives exactly time / stride outputs for any multiple of the stride.
             wn_conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2)),
@@ -121,12 +143,13 @@ class DecoderBlock(nn.Module):
     x: (batch, in_channels, time) -> (batch, out_channels, time * stride)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, use_snake: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, use_snake: bool = True,
+                 snake_beta: bool = False) -> None:
         super().__init__()
         check_stride(stride)
         self.stride = stride
         self.block = nn.Sequential(
-            activation(in_channels, use_snake),
+            activation(in_channels, use_snake, snake_beta),
             # Transposed conv, kernel 2*stride: upsamples; the padding / output_padding pair gives
             # exactly time * stride outputs for odd strides too.
             wn_conv_transpose1d(
@@ -134,7 +157,7 @@ class DecoderBlock(nn.Module):
                 padding=math.ceil(stride / 2), output_padding=stride % 2,
             ),
             # Residual units: refine detail at the new, higher resolution.
-            *residual_stack(out_channels, use_snake),
+            *residual_stack(out_channels, use_snake, snake_beta),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

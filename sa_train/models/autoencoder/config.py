@@ -53,6 +53,24 @@ class AutoencoderConfig:
     )
     use_snake: bool = param(True, "Snake activations with learned per-channel alpha (else ELU)")
     final_tanh: bool = param(True, "tanh on the decoder's output")
+    layout: str = param(
+        "dac",
+        "'dac': the Stable Audio 1.0 VAE (encoder ends in a full-width k3 conv and a 1x1 projection to mean + scale); "
+        "'oobleck': stable-audio-tools' Oobleck VAE of Stable Audio Open (the encoder's k3 conv goes straight to "
+        "mean + scale, and the decoder's output conv has no bias)",
+        choices=["dac", "oobleck"],
+    )
+    channel_multipliers: List[int] = param(
+        [],
+        "stage widths as multiples of encoder_width (the decoder: decoder_width x these, reversed), one per stride "
+        "plus one; empty = double per stride (the paper). Stable Audio Open: [1, 1, 2, 4, 8, 16]",
+        min=1,
+    )
+    snake_beta: bool = param(
+        False,
+        "with use_snake: SnakeBeta, separate learned log-scale frequency (alpha) and amplitude (beta) per channel, "
+        "as stable-audio-tools' Oobleck VAE; false = Snake with one alpha (the paper's DAC VAE)",
+    )
     decode_chunk_frames: int = param(
         128, "latent frames per chunk when decoding long audio (bounds memory); 0 = no chunking", min=0
     )

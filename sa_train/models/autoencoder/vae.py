@@ -23,6 +23,18 @@ from sa_train.models.autoencoder.config import AutoencoderConfig
 logger = logging.getLogger(__name__)
 
 
+def stage_widths(width: int, stages: int, multipliers: Sequence[int], halve: bool = False) -> list[int]:
+    """Channels of the ``stages + 1`` stages: ``width`` x multipliers, or doubling (halving) per stage."""
+    if multipliers:
+        if len(multipliers) != stages + 1:
+            raise ValueError(
+                f"model.autoencoder.channel_multipliers has {len(multipliers)} entries; it needs one per stride "
+                f"plus one ({stages + 1})"
+            )
+        return [width * m for m in (reversed(multipliers) if halve else multipliers)]
+    return [width // 2**i if halve else width * 2**i for i in range(stages + 1)]
+
+
 class Encoder(nn.Module):
     """Audio to posterior parameters (mean and scale stacked on the channel axis).
 
@@ -30,21 +42,27 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, audio_channels: int, width: int, strides: Sequence[int], latent_channels: int,
-                 use_snake: bool = True) -> None:
+                 use_snake: bool = True, *, multipliers: Sequence[int] = (), layout: str = "dac",
+                 snake_beta: bool = False) -> None:
         super().__init__()
-        widths = [width * 2**i for i in range(len(strides) + 1)]
+        widths = stage_widths(width, len(strides), multipliers)
         # Input conv: lift the waveform to the first stage's width.
         self.input_conv = wn_conv1d(audio_channels, widths[0], 7)
-        # Strided blocks: each divides time by its stride and doubles the channels.
+        # Strided blocks: each divides time by its stride and changes the channels (doubles by default).
         self.blocks = nn.Sequential(
-            *[EncoderBlock(widths[i], widths[i + 1], s, use_snake) for i, s in enumerate(strides)]
+            *[EncoderBlock(widths[i], widths[i + 1], s, use_snake, snake_beta) for i, s in enumerate(strides)]
         )
-        self.output_activation = activation(widths[-1], use_snake)
-        # k3 conv at full width, then a 1x1 projection to mean + scale: the reference model's layout
-        # (a DAC encoder whose output conv keeps its width, plus a projection); the k3 conv holds
-        # about 12.6M of the paper-sized encoder's 89.6M parameters.
-        self.output_conv = wn_conv1d(widths[-1], widths[-1], 3)
-        self.projection = wn_conv1d(widths[-1], 2 * latent_channels, 1)
+        self.output_activation = activation(widths[-1], use_snake, snake_beta)
+        if layout == "oobleck":
+            # Oobleck: the k3 conv goes straight to mean + scale.
+            self.output_conv = wn_conv1d(widths[-1], 2 * latent_channels, 3)
+            self.projection: nn.Module = nn.Identity()
+        else:
+            # k3 conv at full width, then a 1x1 projection to mean + scale: the reference model's layout
+            # (a DAC encoder whose output conv keeps its width, plus a projection); the k3 conv holds
+            # about 12.6M of the paper-sized encoder's 89.6M parameters.
+            self.output_conv = wn_conv1d(widths[-1], widths[-1], 3)
+            self.projection = wn_conv1d(widths[-1], 2 * latent_channels, 1)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.input_conv(audio))
@@ -58,10 +76,11 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, latent_channels: int, width: int, strides: Sequence[int], audio_channels: int,
-                 use_snake: bool = True, final_tanh: bool = True) -> None:
+                 use_snake: bool = True, final_tanh: bool = True, *, multipliers: Sequence[int] = (),
+                 layout: str = "dac", snake_beta: bool = False) -> None:
         super().__init__()
         upsampling = list(reversed(strides))
-        widths = [width // 2**i for i in range(len(upsampling) + 1)]
+        widths = stage_widths(width, len(upsampling), multipliers, halve=True)
         if widths[-1] < 1:
             raise ValueError(
                 f"model.autoencoder.decoder_width={width} is too small to halve {len(upsampling)} times; "
@@ -70,13 +89,13 @@ class Decoder(nn.Module):
         self.upsampling = upsampling
         # Input conv: lift the latents to the widest stage.
         self.input_conv = wn_conv1d(latent_channels, widths[0], 7)
-        # Upsampling blocks: each multiplies time by its stride and halves the channels.
+        # Upsampling blocks: each multiplies time by its stride and changes the channels (halves by default).
         self.blocks = nn.Sequential(
-            *[DecoderBlock(widths[i], widths[i + 1], s, use_snake) for i, s in enumerate(upsampling)]
+            *[DecoderBlock(widths[i], widths[i + 1], s, use_snake, snake_beta) for i, s in enumerate(upsampling)]
         )
-        self.output_activation = activation(widths[-1], use_snake)
-        # Output conv to the audio channels; tanh keeps the waveform in [-1, 1].
-        self.output_conv = wn_conv1d(widths[-1], audio_channels, 7)
+        self.output_activation = activation(widths[-1], use_snake, snake_beta)
+        # Output conv to the audio channels (Oobleck's has no bias); tanh keeps the waveform in [-1, 1].
+        self.output_conv = wn_conv1d(widths[-1], audio_channels, 7, bias=layout != "oobleck")
         self.final_tanh = final_tanh
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -147,10 +166,14 @@ class AutoencoderVAE(nn.Module):
         self.audio_channels = cfg.audio_channels
         self._latent_channels = cfg.latent_channels
         self._downsampling = cfg.downsampling
-        self.encoder = Encoder(cfg.audio_channels, cfg.encoder_width, cfg.strides, cfg.latent_channels, cfg.use_snake)
+        layout = {"multipliers": cfg.channel_multipliers, "layout": cfg.layout, "snake_beta": cfg.snake_beta}
+        self.encoder = Encoder(
+            cfg.audio_channels, cfg.encoder_width, cfg.strides, cfg.latent_channels, cfg.use_snake, **layout
+        )
         self.bottleneck = VAEBottleneck()
         self.decoder = Decoder(
-            cfg.latent_channels, cfg.decoder_width, cfg.strides, cfg.audio_channels, cfg.use_snake, cfg.final_tanh
+            cfg.latent_channels, cfg.decoder_width, cfg.strides, cfg.audio_channels, cfg.use_snake, cfg.final_tanh,
+            **layout,
         )
 
     @property

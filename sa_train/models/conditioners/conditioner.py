@@ -4,7 +4,8 @@ plus the null conditioning of classifier-free guidance.
 Context layout, per example: the text tokens (max_length of them, padded ones masked out), then
 the timing tokens [seconds_start, seconds_total] (always attended). For CFG the WHOLE sequence,
 text and timing (and the global vector), is replaced by the null conditioning: a learned (L, W)
-sequence or zeros, with every null token attended.
+sequence or zeros, with every null token attended (or, with model.diffusion.null_mask=prompt as
+stable-audio-tools, the tokens the prompt's mask leaves).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Conditioner(nn.Module):
         self.context_width = context_width
         self.cfg_dropout = diffusion.cfg_dropout
         self.null_kind = diffusion.null_embedding
+        self.null_mask = diffusion.null_mask
         self.text_encoder: TextEncoder = build_text_encoder(cfg.text_encoder, context_width)
         self.timing = TimingEmbedding(cfg.timing, context_width)
         if self.null_kind == "learned":
@@ -131,15 +133,18 @@ class Conditioner(nn.Module):
             global_cond=global_cond,
         )
 
-    def null_conditioning(self, batch_size: int) -> Conditioning:
-        """The CFG null: context (batch_size, context_length, W) learned or zeros, mask all True,
-        global zeros (or None)."""
+    def null_conditioning(self, batch_size: int, prompt_mask: Optional[torch.Tensor] = None) -> Conditioning:
+        """The CFG null: context (batch_size, context_length, W) learned or zeros, global zeros (or
+        None), and a mask all True; with model.diffusion.null_mask=prompt, ``prompt_mask``
+        (batch_size, context_length) of the conditioning it stands in for, when given."""
         if self.null_context is not None:
             context = self.null_context.unsqueeze(0).expand(batch_size, -1, -1)
         else:
             shape = (batch_size, self.context_length, self.context_width)
             context = torch.zeros(shape, device=self.device, dtype=self.text_encoder._placement.dtype)
         mask = torch.ones((batch_size, self.context_length), dtype=torch.bool, device=context.device)
+        if self.null_mask == "prompt" and prompt_mask is not None:
+            mask = prompt_mask.to(device=context.device, dtype=torch.bool)
         width = self.global_cond_width
         glob = None if width is None else torch.zeros((batch_size, width), device=context.device, dtype=context.dtype)
         return Conditioning(context, mask, glob)
@@ -160,7 +165,7 @@ class Conditioner(nn.Module):
             raise ValueError(f"conditioning has {length} tokens; this conditioner makes {self.context_length}")
         rng_device = generator.device if generator is not None else torch.device("cpu")
         drop = (torch.rand(batch, generator=generator, device=rng_device) < p).to(cond.context.device)
-        null = self.null_conditioning(batch)
+        null = self.null_conditioning(batch, cond.context_mask)
         context = torch.where(drop[:, None, None], null.context.to(cond.context.dtype), cond.context)
         mask = torch.where(drop[:, None], null.context_mask, cond.context_mask)
         glob = cond.global_cond

@@ -27,7 +27,12 @@ class TextEncoderConfig:
         "hub id or local folder for from_pretrained; default per kind (clap_laion: "
         "laion/clap-htsat-unfused, t5: t5-base); required for 'clap'",
     )
-    layer: int = param(-2, "hidden-state layer used as features (-1 = last, -2 = penultimate, as the paper)")
+    layer: int = param(
+        -2,
+        "hidden-state layer used as features (-1 = last, -2 = penultimate, as the paper for CLAP). "
+        "stable-audio-tools' T5 conditioner takes T5's last hidden state (-1, after its final norm): "
+        "sa-train import-sat sets -1 for T5",
+    )
     max_length: int = param(64, "tokens per prompt (padded and truncated); paper: 77", min=1)
     half_precision: bool = param(False, "keep the frozen weights in float16 (GPU) to save memory")
     local_files_only: bool = param(False, "never reach the hub, even for a hub id (offline clusters)")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from sa_train.models.unet.attention import attention
-from sa_train.models.unet.config import POSITIONAL_ENCODINGS
+from sa_train.models.unet.config import CONTEXT_MASK_MODES, DOWNSAMPLE_PADDINGS, POSITIONAL_ENCODINGS
 
 
 def run_block(block: nn.Module, *args: Optional[torch.Tensor], use_checkpoint: bool) -> torch.Tensor:
@@ -114,15 +114,24 @@ class MultiHeadAttention(nn.Module):
 
     Queries and keys/values have their own LayerNorm (also in self-attention, as the reference),
     so the two roles can scale the same features differently.
+
+    ``context_mask`` says what a padded context token does: 'exclude' gives it zero attention
+    weight; 'zero_kv' zeroes its key and value (stable-audio-tools), so it still takes a share of
+    the softmax (score 0) but adds nothing to the output.
     """
 
-    def __init__(self, width: int, num_heads: int, context_width: Optional[int] = None, backend: str = "auto"):
+    def __init__(self, width: int, num_heads: int, context_width: Optional[int] = None, backend: str = "auto",
+                 context_mask: str = "exclude"):
         super().__init__()
         if width % num_heads:
             raise ValueError(f"attention width {width} is not divisible by model.unet.num_heads={num_heads}")
+        if context_mask not in CONTEXT_MASK_MODES:
+            allowed = ", ".join(repr(m) for m in CONTEXT_MASK_MODES)
+            raise ValueError(f"model.unet.context_mask={context_mask!r} is unknown; use one of {allowed}")
         context_width = context_width or width
         self.num_heads = num_heads
         self.backend = backend
+        self.context_mask = context_mask
         self.norm = nn.LayerNorm(width)
         self.norm_context = nn.LayerNorm(context_width)
         self.to_q = nn.Linear(width, width, bias=False)
@@ -141,6 +150,9 @@ class MultiHeadAttention(nn.Module):
         source = x if context is None else context
         q = self._split_heads(self.to_q(self.norm(x)))
         k, v = (self._split_heads(t) for t in self.to_kv(self.norm_context(source)).chunk(2, dim=-1))
+        if context_mask is not None and self.context_mask == "zero_kv":
+            keep = context_mask[:, None, :, None].to(k.dtype)  # (batch, 1, tokens, 1)
+            k, v, context_mask = k * keep, v * keep, None
         out = attention(q, k, v, key_padding_mask=context_mask, backend=self.backend)
         batch, _, length, _ = out.shape
         return self.to_out(out.transpose(1, 2).reshape(batch, length, -1))
@@ -164,6 +176,7 @@ class TransformerBlock1d(nn.Module):
         feedforward_multiplier: int,
         backend: str,
         positional_encoding: str = "none",
+        context_mask: str = "exclude",
     ):
         super().__init__()
         if positional_encoding not in POSITIONAL_ENCODINGS:
@@ -171,7 +184,9 @@ class TransformerBlock1d(nn.Module):
             raise ValueError(f"model.unet.positional_encoding={positional_encoding!r} is unknown; use one of {allowed}")
         self.positional_encoding = positional_encoding
         self.self_attention = MultiHeadAttention(width, num_heads, backend=backend)
-        self.cross_attention = MultiHeadAttention(width, num_heads, context_width=context_width, backend=backend)
+        self.cross_attention = MultiHeadAttention(
+            width, num_heads, context_width=context_width, backend=backend, context_mask=context_mask
+        )
         # No norm before the feed-forward: the reference has none, and its weights map one to one.
         self.feed_forward = nn.Sequential(
             nn.Linear(width, width * feedforward_multiplier),
@@ -207,12 +222,15 @@ class Transformer1d(nn.Module):
         num_groups: int,
         backend: str,
         positional_encoding: str = "none",
+        context_mask: str = "exclude",
     ):
         super().__init__()
         self.norm = nn.GroupNorm(num_groups, width, eps=1e-6)
         self.proj_in = nn.Conv1d(width, width, 1)
         self.blocks = nn.ModuleList(
-            TransformerBlock1d(width, num_heads, context_width, feedforward_multiplier, backend, positional_encoding)
+            TransformerBlock1d(
+                width, num_heads, context_width, feedforward_multiplier, backend, positional_encoding, context_mask
+            )
             for _ in range(num_blocks)
         )
         self.proj_out = nn.Conv1d(width, width, 1)
@@ -228,18 +246,28 @@ class Transformer1d(nn.Module):
 
 
 class Downsample1d(nn.Module):
-    """Strided conv by an integer factor (kernel 2 x factor + 1, centred); factor 1 keeps the length
-    and only changes the width (a kernel-3 conv).
+    """Strided conv by an integer factor (kernel 2 x factor + 1); factor 1 keeps the length and only
+    changes the width (a kernel-3 conv).
+
+    ``padding='centered'`` pads factor frames on each side, so output frame j is centred on input
+    frame j x factor; 'sat' pads as stable-audio-tools (factor + 1 in total, the larger half on the
+    left), which moves the window (factor + 1) // 2 - 1 frames later: one for factors 3 and 4. Both
+    give time / factor frames.
 
     x: (batch, in_channels, time) -> (batch, out_channels, time / factor)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, factor: int):
+    def __init__(self, in_channels: int, out_channels: int, factor: int, padding: str = "centered"):
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=2 * factor + 1, stride=factor, padding=factor)
+        if padding not in DOWNSAMPLE_PADDINGS:
+            allowed = ", ".join(repr(p) for p in DOWNSAMPLE_PADDINGS)
+            raise ValueError(f"model.unet.downsample_padding={padding!r} is unknown; use one of {allowed}")
+        total = factor + 1  # kernel - stride
+        self.pad = (factor, factor) if padding == "centered" else (total - total // 2, total // 2)
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=2 * factor + 1, stride=factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return self.conv(F.pad(x, self.pad))
 
 
 class Upsample1d(nn.Module):

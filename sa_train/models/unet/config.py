@@ -13,6 +13,8 @@ from sa_train.config.fields import param
 
 ATTENTION_BACKENDS = ("auto", "xformers", "sdpa", "math")
 POSITIONAL_ENCODINGS = ("none", "sinusoidal")
+DOWNSAMPLE_PADDINGS = ("centered", "sat")
+CONTEXT_MASK_MODES = ("exclude", "zero_kv")
 
 
 @dataclass
@@ -62,6 +64,27 @@ class UNetConfig:
         "convolutions' borders, which a shallow U-Net cannot see across its window) or 'sinusoidal' "
         "(fixed sin/cos of the frame index added to every self-attention input; no parameters)",
         choices=POSITIONAL_ENCODINGS,
+    )
+    attention_norm_groups: int = param(
+        0,
+        "GroupNorm groups before each transformer stack; 0 = norm_groups (sa_train's choice: one setting for all "
+        "norms). stable-audio-tools' adp_cfg_1d always uses 32: set 32 to load or reproduce its checkpoints",
+        min=0,
+    )
+    downsample_padding: str = param(
+        "centered",
+        "padding of the strided downsampling convs: 'centered' (factor frames each side, so every output frame is "
+        "centred on its input frames) or 'sat' (stable-audio-tools: (k - f) - (k - f) // 2 left, (k - f) // 2 right, "
+        "so the window starts (f + 1) // 2 - 1 frames later, one for factor 4; use it for checkpoints imported from "
+        "stable-audio-tools)",
+        choices=DOWNSAMPLE_PADDINGS,
+    )
+    context_mask: str = param(
+        "exclude",
+        "how padded context tokens are masked in cross-attention: 'exclude' (they get zero attention weight, as the "
+        "paper asks) or 'zero_kv' (stable-audio-tools: their keys and values are zeroed, so they still take softmax "
+        "weight; use it for checkpoints imported from stable-audio-tools)",
+        choices=CONTEXT_MASK_MODES,
     )
     gradient_checkpointing: bool = param(False, "recompute each block's activations in backward to save memory")
 

@@ -74,6 +74,14 @@ def _check_config(cfg: UNetConfig) -> None:
                 f"model.unet width base_width x multipliers[{i}] = {width} is not divisible by "
                 f"model.unet.num_heads={cfg.num_heads}"
             )
+        groups = cfg.attention_norm_groups or cfg.norm_groups
+        # Width i is level i - 1's (i >= 1) and, for the last, the bottleneck's.
+        has_attention = (i >= 1 and cfg.attention_blocks[i - 1] > 0) or (i == levels and cfg.attention_blocks[-1] > 0)
+        if has_attention and width % groups:
+            raise ValueError(
+                f"model.unet width base_width x multipliers[{i}] = {width} has transformer blocks but is not "
+                f"divisible by model.unet.attention_norm_groups={cfg.attention_norm_groups} (0 = norm_groups)"
+            )
 
 
 class _Level(nn.Module):
@@ -106,8 +114,9 @@ class UNet1D(nn.Module):
             if num_blocks == 0:
                 return None
             return Transformer1d(
-                num_blocks, width, cfg.num_heads, cfg.context_width, cfg.feedforward_multiplier, groups,
-                cfg.attention_backend, cfg.positional_encoding,
+                num_blocks, width, cfg.num_heads, cfg.context_width, cfg.feedforward_multiplier,
+                cfg.attention_norm_groups or groups, cfg.attention_backend, cfg.positional_encoding,
+                context_mask=cfg.context_mask,
             )
 
         self.mapping = ConditioningMapping(cfg.time_embedding_width, mod, global_cond_width)
@@ -120,7 +129,7 @@ class UNet1D(nn.Module):
             attn = cfg.attention_blocks[i]
             self.down.append(
                 _Level(
-                    Downsample1d(w_in, w, factor),
+                    Downsample1d(w_in, w, factor, padding=cfg.downsample_padding),
                     [ResnetBlock1d(w, w, mod, groups) for _ in range(cfg.resnet_blocks)],
                     transformer(attn, w),
                 )
