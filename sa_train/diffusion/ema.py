@@ -81,14 +81,19 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         """Fold the model's current weights into the shadow after optimizer step ``step``."""
         decay = self.decay if step >= self.start_step else 0.0
+        shadows, currents = [], []
         for name, tensor in self._tracked(model, set(self.shadow)):
             self._check_shapes(name, tensor)
             shadow = self.shadow[name]
             current = tensor.detach().to(device=shadow.device, dtype=shadow.dtype)
             if shadow.is_floating_point() and decay > 0.0:
-                shadow.lerp_(current, 1.0 - decay)
+                shadows.append(shadow)
+                currents.append(current)
             else:
                 shadow.copy_(current)
+        if shadows:
+            # One fused call over all tensors (per device and dtype) instead of a kernel per tensor.
+            torch._foreach_lerp_(shadows, currents, 1.0 - decay)
         self.num_updates += 1
 
     @torch.no_grad()

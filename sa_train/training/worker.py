@@ -36,6 +36,7 @@ from sa_train.training.progress import ProgressMeter
 
 logger = logging.getLogger("sa_train.worker")
 
+POST_INTERVAL_S = 1.0  # progress posts to the driver's board, at most one a second
 MODEL_FILE = "model.safetensors"
 
 
@@ -150,6 +151,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     steps, global_batch = cfg.training.steps, cfg.training.global_batch_size
     seconds_per_example = cfg.data.window_samples / cfg.data.sample_rate
     meter = ProgressMeter(total_steps=steps, start_step=state.step)
+    last_post = -float("inf")
     if rank == 0:
         logger.info(
             "stage %s: %d workers x micro-batch %d x accumulation %d = global batch %d; steps %d -> %d; ZeRO-%d",
@@ -190,7 +192,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state.samples_seen += global_batch
             task.update_ema(state.step)
             rates = meter.update(state.step, global_batch, seconds_per_example)
-            if board is not None and rank == 0:
+            if board is not None and rank == 0 and (time.monotonic() - last_post >= POST_INTERVAL_S or state.step == steps):
+                last_post = time.monotonic()  # at most one actor call a second: each costs the loop
                 board.post.remote({"step": state.step, "total": steps, "loss": result.metrics["loss"],
                                    "step_time": meter.step_time, "eta": meter.eta_seconds(state.step)})
             if state.step % cfg.training.log_every == 0 or state.step == steps:
