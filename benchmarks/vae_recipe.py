@@ -124,6 +124,9 @@ class Recipe:
     discriminator_filters: int = 32
     grad_clip: float = 1.0
     seed: int = 0
+    strides: tuple = (4, 4, 8, 8)
+    perceptual_weighting: bool = True
+    initial_posterior_std: Optional[float] = None  # model.autoencoder.initial_posterior_std
 
     def overrides(self) -> list[str]:
         ae = "model.autoencoder"
@@ -132,8 +135,11 @@ class Recipe:
             f"{ae}.latent_channels={self.latent_channels}",
             f"{ae}.encoder_width={self.encoder_width}",
             f"{ae}.decoder_width={self.decoder_width}",
+            f"{ae}.strides=[{','.join(map(str, self.strides))}]",
+            f"{ae}.initial_posterior_std={'null' if self.initial_posterior_std is None else self.initial_posterior_std}",
             f"model.unet.in_channels={self.latent_channels}",
             f"{ae}.losses.kl_weight={self.kl_weight}",
+            f"{ae}.losses.stft_perceptual_weighting={str(self.perceptual_weighting).lower()}",
             f"{ae}.losses.stft_fft_sizes=[{','.join(map(str, self.stft_fft_sizes))}]",
             f"{ae}.losses.discriminator_fft_sizes=[{','.join(map(str, self.discriminator_fft_sizes))}]",
             f"{ae}.losses.discriminator_filters={self.discriminator_filters}",
@@ -189,10 +195,15 @@ def reconstruct_with(vae: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 def evaluate(reconstruct: Callable[[torch.Tensor], torch.Tensor], held_out: list[torch.Tensor],
              metric: MultiResolutionSTFTLoss) -> dict[str, float]:
     """Figures of ``reconstruct`` on the held-out clips (kinds cycle tone, chord, noise, drums)."""
-    snr, sisdr, mrstft, gain = [], [], [], []
-    for clip in held_out:
+    from sa_train.evaluation.embedders.spectral import KIND_CLASSES, SynthKindTagger
+
+    tagger = SynthKindTagger()
+    snr, sisdr, mrstft, gain, kind = [], [], [], [], []
+    for index, clip in enumerate(held_out):
         x = clip[None]
         y = reconstruct(x)
+        probabilities = tagger.class_probabilities(y[0].numpy(), SAMPLE_RATE)
+        kind.append(KIND_CLASSES[int(np.argmax(probabilities))] == KINDS[index % len(KINDS)])
         snr.append(db(x.square().sum().item(), (x - y).square().sum().item()))
         alpha = (x * y).sum() / x.square().sum()
         sisdr.append(db((alpha * x).square().sum().item(), (alpha * x - y).square().sum().item()))
@@ -204,6 +215,7 @@ def evaluate(reconstruct: Callable[[torch.Tensor], torch.Tensor], held_out: list
     mid, side = decoded[:, 0] + decoded[:, 1], decoded[:, 0] - decoded[:, 1]
     return {
         "snr": float(np.mean(snr)),
+        "kind": float(np.mean(kind)),
         "snr_tonal": float(np.mean([snr[i] for i in tonal])),
         "sisdr_tonal": float(np.mean([sisdr[i] for i in tonal])),
         "mrstft": float(np.mean(mrstft)),
@@ -221,6 +233,10 @@ def figures(vae: nn.Module, train_data: list[torch.Tensor], held_out: list[torch
     seen = evaluate(reconstruct, train_data[:8], metric)
     out["snr_tonal_train"], out["mrstft_train"] = seen["snr_tonal"], seen["mrstft"]
     return out
+
+
+def identity(audio: torch.Tensor) -> torch.Tensor:
+    return audio
 
 
 def train(recipe: Recipe, train_data: list[torch.Tensor], held_out: list[torch.Tensor],
@@ -293,7 +309,7 @@ def train(recipe: Recipe, train_data: list[torch.Tensor], held_out: list[torch.T
 
 def table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
     head = (f"{'run':<16} {'when':<10} {'SNR':>6} {'SNR ton':>7} {'SI-SDR ton':>10} {'MRSTFT':>7} {'gain':>6}"
-            f" {'silence':>8} {'side':>6} {'SNR ton seen':>12} {'MRSTFT seen':>11}"
+            f" {'kind':>5} {'silence':>8} {'side':>6} {'SNR ton seen':>12} {'MRSTFT seen':>11}"
             f"  {'train loss first -> last (max)':<32} {'train s':>7}")
     lines = [head, "-" * len(head)]
     for name, when, m in rows:
@@ -301,10 +317,11 @@ def table(rows: list[tuple[str, str, dict[str, float]]]) -> str:
         loss = f"{m['loss_first']:.3g} -> {m['loss_last']:.3g} ({m['loss_max']:.3g})" if "loss_first" in m else ""
         secs = f"{m['seconds']:.0f}" if "seconds" in m else ""
         lines.append(f"{name:<16} {when:<10} {m['snr']:>6.1f} {m['snr_tonal']:>7.1f} {m['sisdr_tonal']:>10.1f} "
-                     f"{m['mrstft']:>7.2f} {m['gain_db']:>6.1f} {m['silence_dbfs']:>8.1f} {m['side_db']:>6.1f} "
+                     f"{m['mrstft']:>7.2f} {m['gain_db']:>6.1f} {m['kind']:>5.2f} {m['silence_dbfs']:>8.1f} {m['side_db']:>6.1f} "
                      f"{m.get('snr_tonal_train', math.nan):>12.1f} {m.get('mrstft_train', math.nan):>11.2f}  "
                      f"{loss:<32} {secs:>7}")
-    lines.append("dB throughout; SNR ton / SI-SDR ton: tone and chord clips only; gain: level of the reconstruction "
+    lines.append("kind: fraction of held-out clips whose reconstruction the synth_kind tagger recognises; "
+                 "dB throughout; SNR ton / SI-SDR ton: tone and chord clips only; gain: level of the reconstruction "
                  "relative to the clip; silence: dBFS of decoded silence; side: decoded dual-mono side vs mid; "
                  "'seen': on 8 of the training clips, the rest on held-out clips")
     return "\n".join(lines)
@@ -328,6 +345,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--stft-fft-sizes", type=int, nargs="+", default=list(defaults.stft_fft_sizes))
     p.add_argument("--discriminator-filters", type=int, default=defaults.discriminator_filters)
     p.add_argument("--discriminator-fft-sizes", type=int, nargs="+", default=list(defaults.discriminator_fft_sizes))
+    p.add_argument("--strides", type=int, nargs="+", default=list(defaults.strides))
+    p.add_argument("--initial-posterior-std", type=float, default=None, help="model.autoencoder.initial_posterior_std")
+    p.add_argument("--no-perceptual-weighting", action="store_true")
     p.add_argument("--train-files", type=int, default=48, help="synthetic training clips (seed 0), as the demo")
     p.add_argument("--held-out-files", type=int, default=8, help="synthetic held-out clips (seed 1)")
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -343,7 +363,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     silent = evaluate(torch.zeros_like, held_out, metric)
     seen = evaluate(torch.zeros_like, train_data[:8], metric)
     silent["snr_tonal_train"], silent["mrstft_train"] = seen["snr_tonal"], seen["mrstft"]
-    rows = [("reference", "silence", silent)]
+    clean = evaluate(identity, held_out, metric)
+    rows = [("reference", "silence", silent), ("reference", "clips", {**clean, "snr_tonal_train": math.nan,
+                                                                     "mrstft_train": math.nan})]
     for loss in (["old", "new"] if args.loss == "both" else [args.loss]):
         recipe = Recipe(loss=loss, steps=args.steps, lr=args.lr, window=args.window, batch=args.batch,
                         adversarial_start_step=args.adversarial_start_step, kl_weight=args.kl_weight,
@@ -351,7 +373,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                         decoder_width=args.decoder_width, ema_decay=args.ema_decay,
                         stft_fft_sizes=tuple(args.stft_fft_sizes), seed=args.seed,
                         discriminator_filters=args.discriminator_filters,
-                        discriminator_fft_sizes=tuple(args.discriminator_fft_sizes))
+                        discriminator_fft_sizes=tuple(args.discriminator_fft_sizes),
+                        strides=tuple(args.strides), initial_posterior_std=args.initial_posterior_std,
+                        perceptual_weighting=not args.no_perceptual_weighting)
         print(f"training: {recipe}", flush=True)
         for when, metrics in train(recipe, train_data, held_out, args.log_every, args.eval_every):
             rows.append((f"{loss} loss", when, metrics))

@@ -188,3 +188,15 @@ def test_tiny_default_is_small_enough_for_a_cpu():
         vae = AutoencoderVAE(AutoencoderConfig())
     assert vae.downsampling == 1024 and vae.latent_channels == 16
     assert 100_000 < count(vae) < 2_000_000
+
+
+@pytest.mark.parametrize("layout", ["dac", "oobleck"])
+def test_initial_posterior_std_sets_the_posterior_spread_at_initialisation(layout):
+    torch.manual_seed(0)
+    audio = torch.randn(2, 2, 4096) * 0.1
+    default = AutoencoderVAE(AutoencoderConfig(layout=layout))
+    narrow = AutoencoderVAE(AutoencoderConfig(layout=layout, initial_posterior_std=0.02))
+    spread = lambda vae: torch.nn.functional.softplus(vae.encoder(audio).chunk(2, dim=1)[1]) + 1e-4  # noqa: E731
+    assert spread(default).mean() > 0.3  # PyTorch's init: noise far above a new encoder's outputs
+    assert spread(narrow).mean().item() == pytest.approx(0.02, rel=0.05)  # the weights add a little per frame
+    assert spread(narrow).max() < 0.04

@@ -74,6 +74,13 @@ class AutoencoderConfig:
     decode_chunk_frames: int = param(
         128, "latent frames per chunk when decoding long audio (bounds memory); 0 = no chunking", min=0
     )
+    initial_posterior_std: Optional[float] = param(
+        None,
+        "std of the posterior at initialisation (the bias of the encoder's scale outputs); None = PyTorch's "
+        "default init, a std of about 0.7 that drowns a new encoder's small outputs in sampling noise, so the "
+        "decoder first learns to ignore the latents. The demo starts at 0.02",
+        min=0.001,
+    )
     pretrained: Optional[str] = param(
         None, "exported autoencoder folder (sa-train export) to load for the diffusion stage or encoding"
     )

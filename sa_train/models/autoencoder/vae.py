@@ -10,6 +10,7 @@ and a convolutional decoder back to audio.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -175,6 +176,15 @@ class AutoencoderVAE(nn.Module):
             cfg.latent_channels, cfg.decoder_width, cfg.strides, cfg.audio_channels, cfg.use_snake, cfg.final_tanh,
             **layout,
         )
+        if cfg.initial_posterior_std is not None:
+            self._start_posterior_at(cfg.initial_posterior_std)
+
+    @torch.no_grad()
+    def _start_posterior_at(self, std: float) -> None:
+        """Set the bias of the scale half of the encoder's last layer so the posterior starts with
+        this std everywhere (softplus(bias) + 1e-4 = std), instead of about 0.7."""
+        head = self.encoder.output_conv if isinstance(self.encoder.projection, nn.Identity) else self.encoder.projection
+        head.bias[self._latent_channels:] = math.log(math.expm1(std - 1e-4))
 
     @property
     def downsampling(self) -> int:
