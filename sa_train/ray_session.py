@@ -30,7 +30,8 @@ def ensure_ray(min_cpus: float = 0, quiet: bool = False) -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
     address = os.environ.get("RAY_ADDRESS")
     # Workers import sa_train from the driver's working tree, and write nothing to the repo.
-    runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}
+    runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                                **_code_version_env()}}
     if address:
         logger.info("joining the Ray cluster at %s", address)
         # Under `ray job submit`, Ray refuses a driver runtime_env that repeats a key of the job's own
@@ -44,6 +45,15 @@ def ensure_ray(min_cpus: float = 0, quiet: bool = False) -> None:
     logger.info("starting a local Ray instance with %d logical CPUs", num_cpus)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
              log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO)
+
+
+def _code_version_env() -> dict[str, str]:
+    """The driver's git commit for every process it starts (sweep trials, Ray Train workers), which
+    may run where the checkout's .git cannot be read."""
+    from sa_train.tracking.code_version import GIT_COMMIT_ENV, UNKNOWN, git_commit
+
+    commit = git_commit()
+    return {GIT_COMMIT_ENV: commit} if commit != UNKNOWN else {}
 
 
 def ray_log_folder() -> str:

@@ -14,3 +14,6 @@ class StorageConfig:
     path: str = param(
         "runs", "local folder (made absolute) or s3:// / gs:// URI for runs; multi-node runs need shared storage"
     )
+    shared_filesystem: bool = param(
+        False, "a local storage.path is a folder every node mounts at the same path (NFS, EFS): allowed multi-node"
+    )

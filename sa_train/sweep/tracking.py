@@ -59,10 +59,12 @@ def start_parent_run(uri: str, experiment: str, sweep_name: str, params: Mapping
 def child_runs(uri: str, parent_run_id: str) -> list:
     client = MlflowClient(uri)
     parent = client.get_run(parent_run_id)
-    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+    return client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              order_by=["attributes.start_time DESC"])
 
 
 def find_child_run(uri: str, parent_run_id: str, run_name: str) -> Optional[str]:
+    """The newest child run named run_name (a trial retried before its first checkpoint has several)."""
     for run in child_runs(uri, parent_run_id):
         if run.data.tags.get(RUN_NAME_TAG) == run_name:
             return run.info.run_id

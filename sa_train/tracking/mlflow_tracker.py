@@ -1,9 +1,10 @@
 """MLflow tracking of a training run, through the client API (no global state).
 
-The driver creates (or finds, when a run is resumed under the same name) the MLflow run before any
-worker starts and hands its id to the workers; rank 0 logs. A restarted worker group re-trains the
-steps since its last checkpoint: their metrics are not logged twice, because the tracker skips
-steps at or below the last step already in the store.
+The driver creates the MLflow run before any worker starts and hands its id to the workers; rank 0
+logs. A resubmitted run continues the MLflow run whose id its last checkpoint holds (never one
+matched by name: a new run that reuses a name gets a new MLflow run). A restarted worker group
+re-trains the steps since its last checkpoint: their metrics are not logged twice, because the
+tracker skips steps at or below the last step already in the store.
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sa_train.tracking.code_version import git_commit
 from sa_train.tracking.config import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
 RUN_NAME_TAG = "sa_train.run_name"
 PARENT_TAG = "mlflow.parentRunId"
+RESUMED_FROM_TAG = "sa_train.resumed_from_run_id"  # a checkpoint's MLflow run missing from this store
+CHECKPOINT_TAG = "checkpoint_location"  # the run's newest checkpoint, updated at every checkpoint
 STEP_METRIC = "train/step"
 _MAX_PARAM_LENGTH = 6000
 _BATCH = 900  # MLflow accepts at most 1000 entities per log_batch
@@ -45,24 +50,11 @@ def _artifact_root(uri: str) -> Optional[str]:
     return None  # a tracking server decides
 
 
-def _git_commit() -> str:
-    """The commit of the code; SA_TRAIN_GIT_COMMIT when set (Ray leaves .git out of job uploads)."""
-    if os.environ.get("SA_TRAIN_GIT_COMMIT"):
-        return os.environ["SA_TRAIN_GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def environment_tags() -> dict[str, str]:
     """Tags that say what produced a run: code version and package versions."""
     from importlib.metadata import PackageNotFoundError, version
 
-    tags = {"git_commit": _git_commit(), "python": platform.python_version(), "host": platform.node()}
+    tags = {"git_commit": git_commit(), "python": platform.python_version(), "host": platform.node()}
     for package in ("sa_train", "torch", "ray", "deepspeed", "mlflow", "transformers"):
         try:
             tags[f"version.{package}"] = version(package)
@@ -84,17 +76,22 @@ def start_run(
     params: Mapping[str, Any],
     tags: Mapping[str, str],
     parent_run_id: Optional[str] = None,
+    resume_run_id: Optional[str] = None,
 ) -> str:
-    """Create the MLflow run named run_name, or return the existing one (a resumed run)."""
+    """Continue the MLflow run ``resume_run_id`` (the id a resumed checkpoint holds), or create a
+    new run named run_name."""
     uri = resolve_tracking_uri(cfg)
     client = MlflowClient(uri)
+    if resume_run_id:
+        try:
+            client.update_run(resume_run_id, status="RUNNING")
+            logger.info("continuing MLflow run %s (%s), the run of the resumed checkpoint", run_name, resume_run_id)
+            return resume_run_id
+        except MlflowException as err:
+            logger.warning("the resumed checkpoint's MLflow run %s is not in %s (%s); the run goes on in a new "
+                           "MLflow run", resume_run_id, uri, err.error_code)
+            tags = {**tags, RESUMED_FROM_TAG: resume_run_id}
     experiment_id = get_or_create_experiment(client, cfg.experiment, uri)
-    found = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1)
-    if found:
-        run_id = found[0].info.run_id
-        logger.info("continuing MLflow run %s (%s)", run_name, run_id)
-        client.update_run(run_id, status="RUNNING")
-        return run_id
     all_tags = {RUN_NAME_TAG: run_name, **environment_tags(), **cfg.tags, **tags}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
@@ -105,6 +102,22 @@ def start_run(
         client.log_batch(run_id, params=param_list[i : i + _BATCH])
     logger.info("MLflow run %s (%s) in experiment %s at %s", run_name, run_id, cfg.experiment, uri)
     return run_id
+
+
+@contextmanager
+def closed_on_error(tracking_uri: str, run_id: str) -> Iterator[None]:
+    """Mark the MLflow run FAILED when the body raises, KILLED when the driver is interrupted or
+    terminated (Ctrl-C; SIGTERM from `ray job stop`, which Ray's driver turns into SystemExit),
+    so that no run stays RUNNING after its driver stopped. Only a SIGKILL escapes this."""
+    try:
+        yield
+    except BaseException as err:
+        status = "FAILED" if isinstance(err, Exception) else "KILLED"
+        try:
+            MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            logger.exception("could not mark MLflow run %s %s", run_id, status)
+        raise
 
 
 class RunTracker:

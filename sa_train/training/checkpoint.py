@@ -21,7 +21,7 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -109,10 +109,14 @@ def write_state(directory: Path, state: TrainState, config_yaml: str, ema: Optio
 
 
 def read_state(directory: Path) -> TrainState:
-    data = json.loads((Path(directory) / STATE_FILE).read_text())
+    return _parse_state(json.loads((Path(directory) / STATE_FILE).read_text()), directory)
+
+
+def _parse_state(data: dict, source: str | Path) -> TrainState:
+    """``source``: the checkpoint folder or state file the data came from, for the message."""
     if data.get("format_version") != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"{directory}: checkpoint format {data.get('format_version')} is not the supported "
+            f"{source}: checkpoint format {data.get('format_version')} is not the supported "
             f"format {CHECKPOINT_FORMAT}; export it with the sa_train version that wrote it"
         )
     return TrainState(**data)
@@ -168,3 +172,30 @@ def find_latest_checkpoint(run_dir: Path) -> Path:
             "or a checkpoint folder that holds state.json"
         )
     return max(candidates)[1]
+
+
+def latest_checkpoint_state(run_dir: str) -> Optional[TrainState]:
+    """The state of the newest checkpoint a run folder holds (local, or a URI such as s3:// or
+    file://), or None when it holds none: what a resubmitted run resumes from.
+
+    Remote folders are listed, not checked for completeness: every checkpoint of a run carries the
+    same world size and MLflow run id, which is what the driver reads before any worker starts.
+    """
+    if "://" not in run_dir:
+        if not Path(run_dir).is_dir():
+            return None
+        try:
+            latest = find_latest_checkpoint(Path(run_dir))
+        except ValueError:
+            return None  # no complete checkpoint: a fresh start
+        return read_state(latest)
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(run_dir)
+    listing = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
+    states = []
+    for info in listing:
+        if info.base_name == STATE_FILE and info.type == pyarrow.fs.FileType.File:
+            with fs.open_input_stream(info.path) as stream:
+                states.append(_parse_state(json.loads(stream.read()), info.path))
+    return max(states, key=lambda state: state.step) if states else None

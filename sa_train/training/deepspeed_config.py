@@ -63,6 +63,8 @@ def build_deepspeed_config(
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
+        # bf16 keeps 8 significant bits: summed over 64 ranks, small gradients are lost; reduce in fp32.
+        "communication_data_type": "fp32" if dist.gradient_reduce_dtype == "fp32" else precision,
         "optimizer": {
             "type": "AdamW",
             "params": {

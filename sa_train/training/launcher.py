@@ -1,8 +1,10 @@
 """The driver side of a training run: validated config -> Ray Train TorchTrainer -> export.
 
 Starts a local Ray instance when there is no cluster (or joins RAY_ADDRESS / `ray job submit`),
-creates or continues the MLflow run, hands the datasets to the trainer, fits, and exports the
-final checkpoint into ``<storage>/<run>/exported``.
+refuses what cannot work (a resumed world size DeepSpeed cannot reshard; node-local storage or
+MLflow store for a multi-node run), creates or continues the MLflow run (the one the resumed
+checkpoint names), hands the datasets to the trainer, fits, and exports the final checkpoint into
+``<storage>/<run>/exported``. The MLflow run ends FINISHED, FAILED or KILLED.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from sa_train.config import ExperimentConfig, to_flat_dict, to_yaml
+from sa_train.config import ConfigError, ExperimentConfig, to_flat_dict, to_yaml
 from sa_train.training.deepspeed_config import micro_batch_size
+
+if TYPE_CHECKING:
+    from sa_train.training.checkpoint import TrainState
 
 logger = logging.getLogger(__name__)
 
@@ -97,27 +102,32 @@ def build_train_dataset(cfg: ExperimentConfig, tally_name: str, board_name: Opti
                                start_board=board_name)
 
 
-def check_resume_world_size(cfg: ExperimentConfig, run_dir: str) -> None:
+def worker_resources(cfg: ExperimentConfig, gpu: bool) -> dict[str, float]:
+    dist = cfg.distributed
+    return {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if gpu else {})}
+
+
+def cluster_nodes() -> tuple[dict[str, dict[str, float]], str]:
+    """The total resources of each alive node of the Ray cluster (by node id), and this driver's node id."""
+    import ray
+
+    nodes = {node["NodeID"]: node["Resources"] for node in ray.nodes() if node.get("Alive")}
+    return nodes, ray.get_runtime_context().get_node_id()
+
+
+def check_resume_world_size(cfg: ExperimentConfig, run_dir: str, resumed: Optional[TrainState]) -> None:
     """Refuse, before any worker starts, to resume a run's checkpoint with another world size:
     DeepSpeed cannot reshard ZeRO optimizer state across world sizes."""
-    from sa_train.config import ConfigError
-    from sa_train.training.checkpoint import find_latest_checkpoint, read_state
-
-    if "://" in run_dir or not Path(run_dir).is_dir():
-        return  # remote storage: the workers check it when they restore
-    try:
-        latest = find_latest_checkpoint(Path(run_dir))
-    except ValueError:
-        return  # no complete checkpoint: a fresh start
-    state = read_state(latest)
     wanted = cfg.distributed.num_workers
-    if state.world_size != wanted:
-        raise ConfigError(
-            f"run {cfg.tracking.run_name!r} resumes from {latest}, written by {state.world_size} workers "
-            f"(ZeRO-{state.zero_stage}), but distributed.num_workers={wanted}. DeepSpeed cannot reshard a ZeRO "
-            f"checkpoint to another world size: resume with distributed.num_workers={state.world_size}, or start a "
-            f"new run (another tracking.run_name) from its weights (sa-train export {latest} --out DIR)"
-        )
+    if resumed is None or resumed.world_size == wanted:
+        return
+    raise ConfigError(
+        f"run {cfg.tracking.run_name!r} resumes from its checkpoint {resumed.tag()} in {run_dir}, written by "
+        f"{resumed.world_size} workers (ZeRO-{resumed.zero_stage}), but distributed.num_workers={wanted}. DeepSpeed "
+        f"cannot reshard a ZeRO checkpoint to another world size: resume with distributed.num_workers="
+        f"{resumed.world_size}, or start a new run (another tracking.run_name) from its weights "
+        f"(sa-train export {run_dir} --out DIR)"
+    )
 
 
 def launch(
@@ -131,17 +141,14 @@ def launch(
 ) -> TrainRunResult:
     """Train as the config says; returns where everything went. Raises on failure after the retries.
 
-    With ``progress_label``, the driver prints one progress line for the run (rate and ETA) under
-    that label, for a person watching the terminal.
+    Everything that can refuse the run does so before the MLflow run is created or any worker
+    starts. With ``progress_label``, the driver prints one progress line for the run (rate and
+    ETA) under that label, for a person watching the terminal.
     """
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from sa_train.ray_session import ensure_ray
-    from sa_train.training.worker import train_loop_per_worker
-
     from sa_train.config.paths import absolute_local_paths
+    from sa_train.distributed.nodes import check_shared_storage, multi_node_reason
+    from sa_train.ray_session import ensure_ray
+    from sa_train.training.checkpoint import latest_checkpoint_state
 
     absolute_local_paths(cfg, Path.cwd())  # workers run in a folder of their own
     dist = cfg.distributed
@@ -150,24 +157,46 @@ def launch(
     ensure_ray(min_cpus=dist.num_workers * dist.cpus_per_worker)
     gpu = use_gpu(cfg)
     micro_batch_size(cfg, dist.num_workers)  # the batch arithmetic is checked before any worker starts
-    check_resume_world_size(cfg, f"{storage_root(cfg).rstrip('/')}/{run_name}")
-
-    tracking_uri = run_id = None
+    run_dir = f"{storage_root(cfg).rstrip('/')}/{run_name}"
+    resumed = latest_checkpoint_state(run_dir)
+    check_resume_world_size(cfg, run_dir, resumed)
+    tracking_uri = None
     if cfg.tracking.enabled:
-        from sa_train.tracking.mlflow_tracker import resolve_tracking_uri, start_run
+        from sa_train.tracking.mlflow_tracker import resolve_tracking_uri
 
-        tracking_uri = resolve_tracking_uri(cfg.tracking)
-        cfg.tracking.uri = tracking_uri
-        run_id = start_run(
-            cfg.tracking, run_name, to_flat_dict(cfg),
-            tags={"stage": cfg.training.stage, "world_size": str(dist.num_workers), "device": "gpu" if gpu else "cpu",
-                  **(extra_tags or {})},
-            parent_run_id=parent_run_id,
-        )
+        tracking_uri = cfg.tracking.uri = resolve_tracking_uri(cfg.tracking)
+    nodes, driver_node = cluster_nodes()
+    check_shared_storage(cfg, multi_node_reason(cfg, nodes, driver_node, worker_resources(cfg, gpu)), tracking_uri)
 
-    storage = storage_root(cfg)
-    run_dir = f"{storage.rstrip('/')}/{run_name}"
-    resources = {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if gpu else {})}
+    if tracking_uri is None:
+        return _train(cfg, run_dir, gpu, None, None, callbacks, export, progress_label)
+    from sa_train.tracking.mlflow_tracker import closed_on_error, start_run
+    from sa_train.tracking.train_callbacks import CheckpointLocationTag
+
+    run_id = start_run(
+        cfg.tracking, run_name, to_flat_dict(cfg),
+        tags={"stage": cfg.training.stage, "world_size": str(dist.num_workers), "device": "gpu" if gpu else "cpu",
+              **(extra_tags or {})},
+        parent_run_id=parent_run_id,
+        resume_run_id=resumed.mlflow_run_id if resumed else None,
+    )
+    callbacks = [*(callbacks or []), CheckpointLocationTag(tracking_uri, run_id, run_dir)]
+    with closed_on_error(tracking_uri, run_id):
+        result = _train(cfg, run_dir, gpu, tracking_uri, run_id, callbacks, export, progress_label)
+    _finish_run(tracking_uri, run_id, "FINISHED", checkpoint=result.checkpoint)
+    return result
+
+
+def _train(cfg: ExperimentConfig, run_dir: str, gpu: bool, tracking_uri: Optional[str], run_id: Optional[str],
+           callbacks: Optional[list], export: bool, progress_label: Optional[str]) -> TrainRunResult:
+    """Datasets, trainer, fit, export: everything after the checks and the MLflow run's creation."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from sa_train.training.worker import train_loop_per_worker
+
+    dist, run_name = cfg.distributed, cfg.tracking.run_name
     config_yaml = to_yaml(cfg)
     # The bad-file tally is a named actor that lives as long as this driver holds the dataset: one
     # per launch (a resubmitted run gets a fresh one), found by the workers through its name.
@@ -184,10 +213,11 @@ def launch(
             "bad_file_tally": None if from_latents else tally_name,
             "run_board": board_name,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=dist.num_workers, use_gpu=gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=dist.num_workers, use_gpu=gpu,
+                                               resources_per_worker=worker_resources(cfg, gpu)),
         run_config=ray.train.RunConfig(
             name=run_name,
-            storage_path=storage,
+            storage_path=storage_root(cfg),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.training.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=dist.max_failures),
             callbacks=callbacks,
@@ -208,20 +238,18 @@ def launch(
             from sa_train.training.worker import NonFiniteLossError
 
             raise NonFiniteLossError(stop)
-    except Exception:
-        if run_id:
-            _finish_run(tracking_uri, run_id, "FAILED")
-        raise
     finally:
         ray.kill(board)
 
-    checkpoint_path = result.checkpoint.path if result.checkpoint else None
+    checkpoint = None
     exported = None
-    if export and result.checkpoint is not None:
-        exported = _export_and_log(result.checkpoint, run_dir, tracking_uri, run_id)
-    if run_id:
-        _finish_run(tracking_uri, run_id, "FINISHED", checkpoint=checkpoint_path)
-    return TrainRunResult(run_name, run_dir, checkpoint_path, exported, run_id, tracking_uri, dict(result.metrics or {}))
+    if result.checkpoint is not None:
+        from sa_train.tracking.train_callbacks import checkpoint_location
+
+        checkpoint = checkpoint_location(run_dir, result.checkpoint.path)
+        if export:
+            exported = _export_and_log(result.checkpoint, run_dir, tracking_uri, run_id)
+    return TrainRunResult(run_name, run_dir, checkpoint, exported, run_id, tracking_uri, dict(result.metrics or {}))
 
 
 def _export_and_log(checkpoint, run_dir: str, tracking_uri: Optional[str], run_id: Optional[str]) -> str:
@@ -245,9 +273,9 @@ def _export_and_log(checkpoint, run_dir: str, tracking_uri: Optional[str], run_i
 
 
 def _finish_run(tracking_uri: str, run_id: str, status: str, checkpoint: Optional[str] = None) -> None:
-    from sa_train.tracking.mlflow_tracker import RunTracker
+    from sa_train.tracking.mlflow_tracker import CHECKPOINT_TAG, RunTracker
 
     tracker = RunTracker(tracking_uri, run_id)
     if checkpoint:
-        tracker.set_tags({"checkpoint_location": checkpoint})
+        tracker.set_tags({CHECKPOINT_TAG: checkpoint})
     tracker.finish(status)

@@ -137,15 +137,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         state = restore_checkpoint(task, checkpoint, rank, world_size)
         state.resumed_at.append(state.step)
         state.zero_stage = zero_stage
-        state.mlflow_run_id = state.mlflow_run_id or loop_config.get("mlflow_run_id")
+        # The driver continued the checkpoint's MLflow run (or, when the store lost it, started a new one).
+        state.mlflow_run_id = loop_config.get("mlflow_run_id") or state.mlflow_run_id
         resume_data_stream(board, state, rank)
 
-    # 3. Rank 0 tracks; everyone trains.
+    # 3. Rank 0 tracks (a tracking failure is logged and counted, never raised); everyone trains.
     tracker = None
     if rank == 0 and loop_config.get("mlflow_run_id"):
-        from sa_train.tracking.mlflow_tracker import RunTracker
+        from sa_train.tracking.fail_safe import FailSafeTracker
 
-        tracker = RunTracker(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
+        tracker = FailSafeTracker(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
     sampling = bool(loop_config.get("mlflow_run_id"))  # the same on every rank: sampling may be collective
     micro = micro_batch_size(cfg, world_size)
     steps, global_batch = cfg.training.steps, cfg.training.global_batch_size
@@ -272,6 +273,7 @@ def log_samples(task, weights, tracker, step: int) -> None:
             tracker.log_artifact(folder, f"samples/step_{step:08d}")
     except Exception:  # noqa: BLE001 - samples are for people; the run must not die for them
         logger.exception("audio samples at step %d failed; training goes on", step)
+        tracker.count_sampling_failure()
         return
     logger.info("logged %d audio samples at step %d in %.1f s", len(clips), step, time.perf_counter() - started)
 

@@ -23,7 +23,7 @@ from sa_train.sweep.config import load_sweep
 from sa_train.sweep.report import FAILED, FINISHED
 from sa_train.sweep.runner import report_sweep, run_sweep
 from sa_train.sweep.tiny_encoders import write_tiny_text_encoders
-from sa_train.sweep.tracking import child_runs
+from sa_train.sweep.tracking import TRIAL_TAG, child_runs
 from sa_train.training.checkpoint import find_latest_checkpoint, read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -133,8 +133,14 @@ def test_tiny_text_encoder_sweep_survives_interruption_records_failure_and_repor
         assert checkpoint_step(row.info["run_dir"]) == steps_before[trial_id]
     assert {r.info["run_name"] for r in finished} <= set(calls)
 
-    # MLflow: one parent for the sweep, one child per trial with its searched values as params.
-    children = child_runs(uri, parent)
+    # MLflow: one parent for the sweep, one child per trial with its searched values as params. A trial
+    # interrupted before its first checkpoint started over in a new child run; its first one is closed.
+    all_children = child_runs(uri, parent)  # newest first
+    assert all(c.info.status != "RUNNING" for c in all_children)
+    newest_per_trial: dict = {}
+    for child in all_children:
+        newest_per_trial.setdefault(child.data.tags[TRIAL_TAG], child)
+    children = list(newest_per_trial.values())
     assert len(children) == 4
     assert {c.data.params["sweep.model.conditioning.text_encoder.kind"] for c in children} == {"embedded", "clap", "t5"}
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]

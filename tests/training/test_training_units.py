@@ -56,6 +56,19 @@ def test_expert_json_is_merged_and_batch_keys_are_checked(tmp_path):
         build_deepspeed_config(cfg, cfg.training.optimizer, world_size=2, on_gpu=False)
 
 
+def test_bf16_gradients_are_reduced_across_workers_in_fp32():
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    # world_size=1: DeepSpeed's own parser checks the batch keys against the (absent) process group's size.
+    cfg = load_config(None, BASE + ["distributed.num_workers=1", "training.precision=bf16"])
+    ds = build_deepspeed_config(cfg, cfg.training.optimizer, world_size=1, on_gpu=True)
+    assert ds["bf16"]["enabled"] is True and ds["communication_data_type"] == "fp32"
+    assert DeepSpeedConfig(ds).communication_data_type == torch.float32  # the key DeepSpeed reads
+    opted_out = load_config(None, BASE + ["distributed.num_workers=1", "distributed.gradient_reduce_dtype=precision"])
+    ds = build_deepspeed_config(opted_out, opted_out.training.optimizer, world_size=1, on_gpu=True)
+    assert DeepSpeedConfig(ds).communication_data_type == torch.bfloat16
+
+
 def test_bf16_on_cpu_is_a_config_error():
     cfg = load_config(None, BASE + ["training.precision=bf16"])
     with pytest.raises(ConfigError, match="training.precision=bf16 needs a GPU"):
