@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Iterator, TextIO
 
+from sa_train.demo import DemoSettings
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,8 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--workdir", default="demo", help="folder for data, runs, MLflow store and audio (default ./demo)")
     parser.add_argument("--num-files", type=int, default=48, help="synthetic files to write (default 48)")
-    parser.add_argument("--autoencoder-steps", type=int, default=100, help="autoencoder training steps (default 100)")
-    parser.add_argument("--diffusion-steps", type=int, default=200, help="diffusion training steps (default 200)")
+    parser.add_argument("--autoencoder-steps", type=int, default=DemoSettings.autoencoder_steps,
+                        help=f"autoencoder training steps (default {DemoSettings.autoencoder_steps})")
+    parser.add_argument("--diffusion-steps", type=int, default=DemoSettings.diffusion_steps,
+                        help=f"diffusion training steps (default {DemoSettings.diffusion_steps})")
     parser.add_argument("--sample-steps", type=int, default=50, help="sampler steps per generated clip (default 50)")
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
     parser.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=2, help="DeepSpeed ZeRO stage (default 2)")
