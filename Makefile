@@ -32,6 +32,9 @@ $(INTEROP)/.installed: requirements-interop.txt $(VENV)/.installed-dev
 	rm -rf $(INTEROP)
 	$(BIN)/python -m pip --disable-pip-version-check -q install --no-deps --ignore-requires-python \
 		--only-binary :all: --target $(INTEROP) -r requirements-interop.txt
+	# descript-audio-codec ships a top-level `tests` package; on sys.path it would shadow this
+	# project's tests/ in the processes that tests spawn.
+	rm -rf $(INTEROP)/tests
 	touch $@
 
 # Only the equivalence tests against stable-audio-tools.

@@ -55,8 +55,10 @@ def sat() -> types.SimpleNamespace:
     """SAT's model modules: autoencoders, diffusion, adp, conditioners, factory."""
     if not (SAT_DIR / "stable_audio_tools").is_dir():
         pytest.skip(f"stable-audio-tools is not installed in {SAT_DIR}: run `make interop` to install it")
+    if (SAT_DIR / "tests").exists():
+        pytest.fail(f"{SAT_DIR / 'tests'} would shadow this project's tests package: run `make interop` again")
     if str(SAT_DIR) not in sys.path:
-        sys.path.insert(0, str(SAT_DIR))
+        sys.path.append(str(SAT_DIR))  # after the project's own paths
     _stub_audiotools()
     _bare_package("dac", SAT_DIR / "dac")
     _bare_package("dac.model", SAT_DIR / "dac" / "model")
