@@ -45,6 +45,29 @@ def collect_plots(result: dict, out: Path) -> list[Path]:
     return plots
 
 
+def retime(work: Path, append: bool) -> None:
+    """Re-evaluate the timing of a finished run's saved whole windows with the demo's silence floor
+    (the trained VAE's decoded silence + SILENCE_MARGIN_DB, at least -60 dBFS): for runs made
+    before the demo set that floor. The audio is not regenerated."""
+    import json
+
+    from sa_train.demo import SILENCE_MARGIN_DB
+    from sa_train.evaluation.evaluate import evaluate_folder
+    from sa_train.evaluation.timing import DEFAULT_ABSOLUTE_DB
+
+    silence = json.loads((work / "summary.json").read_text())["trained"]["vae_silence_dbfs"]
+    floor = max(DEFAULT_ABSOLUTE_DB, silence + SILENCE_MARGIN_DB)
+    cells = []
+    for name in ("untrained", "trained"):
+        found = evaluate_folder(str(work / "generated" / name / "full_window"), embedder=None, tagger=None,
+                                out_dir=str(work / "generated" / name / "evaluation_retimed"), silence_floor_db=floor)
+        cells.append(f"{name}: within the requested second {found['timing_within_second_fraction']:.3g}, "
+                     f"MAE {found['timing_mae_s']:.3g} s")
+    record(f"- {time.strftime('%Y-%m-%d')} bench_learning --retime {work.name} (the saved windows of that run, "
+           f"timing detector floor {floor:.1f} dBFS = VAE silence {silence:.1f} + {SILENCE_MARGIN_DB:g} dB): "
+           + "; ".join(cells), append=append)
+
+
 def main() -> None:
     from sa_train.cli.demo import details_to_file
     from sa_train.demo import FIGURES, DemoSettings, run_demo, summary
@@ -55,7 +78,12 @@ def main() -> None:
     parser.add_argument("--num-files", type=int, default=48, help="synthetic training files")
     parser.add_argument("--workdir", default="bench_learning", help="working folder (data, runs, MLflow, plots)")
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
+    parser.add_argument("--retime", action="store_true",
+                        help="only re-evaluate the timing of WORKDIR's saved windows with the demo's silence floor")
     args = parser.parse_args()
+    if args.retime:
+        retime(Path(args.workdir).resolve(), append=not args.no_append)
+        return
 
     work = Path(args.workdir).resolve()
     settings = DemoSettings(workdir=work, num_files=args.num_files, autoencoder_steps=args.autoencoder_steps,

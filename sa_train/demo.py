@@ -38,6 +38,7 @@ DEMO_PROMPTS = [
 ]
 SYNTH_SECONDS = (1.0, 5.0)  # training files last 1-5 s: seconds_total 2..5 in a 6.3 s window
 DIFFUSION_WINDOW = 272 * 1024  # latent frames x downsampling = 6.32 s at 44.1 kHz
+SILENCE_MARGIN_DB = 10.0  # content = this far above the trained VAE's decoded silence (timing detector)
 HELD_OUT_FILES = 8  # synthetic clips the VAE never trained on, for its reconstruction figures
 
 
@@ -196,6 +197,7 @@ def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, down
 
     from sa_train.evaluation.evaluate import evaluate_folder
     from sa_train.evaluation.reconstruction import reconstruction_figures
+    from sa_train.evaluation.timing import DEFAULT_ABSOLUTE_DB
     from sa_train.generation import Generator, write_clips, write_manifest
     from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
 
@@ -207,6 +209,11 @@ def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, down
     untrained = Generator(DiffusionModel(trained.cfg.model), trained.autoencoder, trained.cfg)
     vaes = {"trained": trained.autoencoder, "untrained": build_autoencoder(trained.cfg.model)}
     prompts, seconds = [p for p, _ in DEMO_PROMPTS], [s for _, s in DEMO_PROMPTS]
+    vae_figures = {name: reconstruction_figures(vae, held_out, downsampling) for name, vae in vaes.items()}
+    # Both columns are decoded by the trained VAE, whose "silence" is its own noise floor (about
+    # -58 dBFS after a few thousand CPU steps): the timing detector counts as content only what is
+    # SILENCE_MARGIN_DB above it (never less than its default floor of -60 dBFS).
+    floor = max(DEFAULT_ABSOLUTE_DB, vae_figures["trained"]["vae_silence_dbfs"] + SILENCE_MARGIN_DB)
     figures, wavs = {}, []
     for name, generator in (("trained", trained), ("untrained", untrained)):
         out = work / "generated" / name
@@ -216,9 +223,10 @@ def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, down
         write_manifest(write_clips(trimmed, out), out)
         wavs += sorted(out.glob("*.wav")) if name == "trained" else []
         figures[name] = {
-            **reconstruction_figures(vaes[name], held_out, downsampling),
+            **vae_figures[name],
             **evaluate_folder(str(out / "full_window"), reference=None, embedder=None, tagger="synth_kind",
-                              out_dir=str(out / "evaluation")),
+                              out_dir=str(out / "evaluation"), silence_floor_db=floor),
+            "timing_silence_floor_dbfs": floor,
         }
     return figures, wavs
 
@@ -233,6 +241,7 @@ def _trimmed(clip):
 FIGURES = [
     ("vae_si_sdr_db", "VAE: SI-SDR of held-out clips' reconstructions (dB)", "higher"),
     ("vae_silence_dbfs", "VAE: decoded silence (dBFS)", "lower"),
+    ("timing_silence_floor_dbfs", "timing: content = above this level (dBFS; VAE silence + 10 dB)", "-"),
     ("timing_within_second_fraction", "timing: clips ending in the requested second (+-0.25 s)", "higher"),
     ("timing_mae_s", "timing: |detected end - requested seconds_total| (s)", "lower"),
     ("adherence_kind_pass_rate", "adherence: sound kind recognised (chance 0.25)", "higher"),

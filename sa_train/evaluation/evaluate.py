@@ -32,7 +32,7 @@ from sa_train.evaluation.embedders.spectral import KIND_CLASSES
 from sa_train.evaluation.metrics import clap_score, cosine_similarities, frechet_distance, gaussian_stats, kl_divergence
 from sa_train.evaluation.reference import ReferenceSet, identity, load_reference, prompt_key
 from sa_train.evaluation.timing import (
-    MIN_ROOM_SECONDS, TimingReport, detect_content_end, timing_measurable, timing_report,
+    DEFAULT_ABSOLUTE_DB, MIN_ROOM_SECONDS, TimingReport, detect_content_end, timing_measurable, timing_report,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,10 +91,13 @@ def run_evaluation(
     out_dir: Optional[str] = None,
     timing_bins: Optional[Sequence[float]] = None,
     write_report: bool = True,
+    silence_floor_db: float = DEFAULT_ABSOLUTE_DB,
 ) -> EvaluationResult:
     """Measure every clip of ``generated_dir`` and summarise; see the module docstring for the
     metric names. ``reference`` (a folder of audio with optional manifest, or a stats file) is
-    needed for FD and KL. Reports go to ``out_dir`` (default ``<generated_dir>/evaluation``)."""
+    needed for FD and KL. Reports go to ``out_dir`` (default ``<generated_dir>/evaluation``).
+    ``silence_floor_db`` (dBFS): quieter frames are never content for the timing detector; raise it
+    to the level at which the autoencoder decodes silence when that is above -60."""
     entries = list_clips(generated_dir, require_manifest=True)
     embedder = build_embedder(embedder) if embedder is not None else None
     tagger = build_tagger(tagger) if tagger is not None else None
@@ -103,7 +106,7 @@ def run_evaluation(
         "generated": os.path.abspath(generated_dir), "reference": reference,
         "embedder": identity(embedder) if embedder else None, "tagger": identity(tagger) if tagger else None,
         "clap": getattr(clap, "name_or_path", getattr(clap, "name", None)) if clap else None,
-        "kl_direction": "KL(reference || generated)",
+        "kl_direction": "KL(reference || generated)", "timing_silence_floor_dbfs": silence_floor_db,
     }
     result = EvaluationResult({"num_clips": float(len(entries))}, [], settings)
     ref = ReferenceSet()
@@ -132,7 +135,7 @@ def run_evaluation(
         if entry.seconds_total is not None:
             clip.timing_measurable = timing_measurable(entry.seconds_total, clip.clip_seconds)
             if clip.timing_measurable:
-                clip.detected_end_s = detect_content_end(audio, sr)
+                clip.detected_end_s = detect_content_end(audio, sr, absolute_db=silence_floor_db)
         if entry.prompt is not None:
             measured = measure_adherence(audio, sr, entry.prompt, clip.predicted_kind)
             adherence.append(measured)
@@ -235,8 +238,9 @@ def evaluate_folder(
     out_dir: Optional[str] = None,
     timing_bins: Optional[Sequence[float]] = None,
     write_report: bool = True,
+    silence_floor_db: float = DEFAULT_ABSOLUTE_DB,
 ) -> dict[str, float]:
     """The metrics of :func:`run_evaluation` as a flat ``{name: float}`` (NaN-free)."""
     result = run_evaluation(generated_dir, reference, embedder, tagger, clap, cache_dir, out_dir, timing_bins,
-                            write_report)
+                            write_report, silence_floor_db)
     return {k: float(v) for k, v in result.metrics.items() if v is not None and not math.isnan(v)}

@@ -167,3 +167,22 @@ def test_cli_names_the_package_a_real_embedder_needs(folders, capsys):
         pytest.skip("openl3 is installed")
     assert main(["evaluate", folders["good"], "--reference", folders["reference"], "--embedder", "openl3"]) == 2
     assert "pip install openl3" in capsys.readouterr().err
+
+
+def test_a_decoder_noise_floor_above_minus_60_dbfs_hides_the_end_unless_the_silence_floor_is_raised(tmp_path):
+    """A VAE that decodes silence as hiss at -40 dBFS: at the default floor (-60 dBFS, or 40 dB under
+    the loudest frame) the content runs to the window's end; with the floor 10 dB above the hiss,
+    the clips end where they should (the chords, decaying into the raised floor, may end early)."""
+    hiss = 10 ** (-40 / 20) * np.sqrt(2)  # sine amplitude of a -40 dBFS RMS tone, high in the band
+
+    def hissing(i, audio):
+        full = _faithful(i, audio)
+        t = np.arange(full.shape[0]) / SR
+        return full + (hiss * np.sin(2 * np.pi * 17000 * t)).astype(np.float32)[:, None]
+
+    folder = _write_generated(tmp_path / "hiss", hissing)
+    default = evaluate_folder(folder, embedder=None, tagger=None, write_report=False)
+    raised = evaluate_folder(folder, embedder=None, tagger=None, write_report=False, silence_floor_db=-30.0)
+    assert default["timing_within_second_fraction"] == 0.0
+    assert raised["timing_within_second_fraction"] >= 0.75
+    assert raised["timing_mae_s"] < default["timing_mae_s"] / 3
