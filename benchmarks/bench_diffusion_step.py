@@ -51,7 +51,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -59,7 +58,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.results import record
+from benchmarks.results import cpu_model, record
 
 STEP_LOG_ENV = "SA_TRAIN_BENCH_DIFFUSION_STEP_LOG"
 TARGET = 1.2
@@ -593,17 +592,6 @@ def phase_rows(t: LoopTiming) -> dict[str, tuple[float, float]]:
     p["loop_rest"] = (t.mean - sum(w for w, _ in p.values()), t.thread_mean - sum(c for _, c in p.values()))
     p["other_threads"] = (float("nan"), t.cpu_mean - t.thread_mean)
     return p
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def loops_table(bare: LoopTiming, halves: list[LoopTiming], engine: LoopTiming | None, run: LaunchTiming) -> list[str]:

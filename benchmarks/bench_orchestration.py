@@ -45,7 +45,6 @@ import contextlib
 import datetime
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from benchmarks.results import record  # noqa: E402
+from benchmarks.results import cpu_model, record  # noqa: E402
 RESULTS = os.path.join(REPO, "benchmarks", "RESULTS.md")
 BASE_CONFIG = os.path.join(REPO, "configs", "experiments", "waveform.yaml")
 STEP_LOG_ENV = "SA_TRAIN_BENCH_STEP_LOG"
@@ -301,17 +300,6 @@ def start_ray(step_log: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Report
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(bare: LoopTiming, engines: list[LoopTiming], runs: list[LaunchTiming]) -> str:
