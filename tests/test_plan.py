@@ -227,3 +227,37 @@ def test_cli_rejects_a_utilization_outside_zero_to_one(capsys):
         main(["plan", TINY_DIFFUSION, "--utilization", "40"])
     assert exit_info.value.code == 2
     assert "utilization" in capsys.readouterr().err
+
+
+def test_plan_states_the_paper_checkpoint_size_as_parameters_times_bytes(paper_plan_json):
+    # bf16, ZeRO-2, EMA on: fp32 model 4 B + fp32 EMA 4 B + fp32 master and Adam moments 12 B
+    # + DeepSpeed's bf16 module copy 2 B = 22 B per trained parameter (all exported here).
+    trained = paper_plan_json["trained_parameters"]
+    checkpoint = paper_plan_json["checkpoint"]
+    assert checkpoint["model_bytes"] == 4 * trained and checkpoint["ema_bytes"] == 4 * trained
+    assert checkpoint["optimizer_bytes"] == 12 * trained and checkpoint["module_bytes"] == 2 * trained
+    assert checkpoint["total_bytes"] == 22 * trained
+    assert 19e9 < checkpoint["total_bytes"] < 21e9  # the 907M U-Net: about 20 GB a checkpoint
+    assert checkpoint["storage_bytes"] == checkpoint["total_bytes"] * checkpoint["kept"]
+    # The EMA now lives on the GPUs, sharded like the fp32 master.
+    stages = {row["stage"]: row for row in paper_plan_json["memory"]["zero_stages"]}
+    assert stages[2]["ema_bytes"] == pytest.approx(4 * trained / 64, rel=1e-9)
+
+
+def test_cli_table_shows_the_checkpoint_size(capsys):
+    code, out, _ = run_cli(capsys, TINY_DIFFUSION)
+    assert code == 0
+    section = out[out.index("Checkpoint size"):]
+    assert re.search(r"one checkpoint\s+\d+\.\d\d", section)
+
+
+def test_checkpoint_size_by_zero_stage_and_precision():
+    from sa_train.planning.estimate import checkpoint_size
+
+    # fp32 ZeRO-0: the module's weights are the master: 4 (model) + 4 (EMA) + 8 (Adam) + 4 (module).
+    assert checkpoint_size(10, 10, "fp32", 0, ema=True).total_bytes == 200
+    assert checkpoint_size(10, 10, "fp32", 2, ema=True).total_bytes == 240  # + a separate fp32 master
+    assert checkpoint_size(10, 10, "bf16", 3, ema=False).total_bytes == 160  # no module copy at stage 3
+    # The autoencoder stage: the discriminator has optimizer shards but is not exported.
+    size = checkpoint_size(10, 15, "bf16", 2, ema=True)
+    assert (size.model_bytes, size.optimizer_bytes, size.module_bytes) == (40, 180, 30)

@@ -1,7 +1,9 @@
 """Exponential moving average of a model's weights, kept in fp32 beside the model.
 
-The EMA knows nothing about distribution: under ZeRO-3 the trainer gathers the full parameters
-(or keeps the EMA on rank 0 only) and passes an ordinary ``nn.Module`` here.
+The EMA knows nothing about distribution. :func:`ema_update_` is the whole arithmetic, one fused
+call over lists of tensors; :class:`EMA` applies it to an ordinary ``nn.Module`` (one process), and
+the trainer applies it to each rank's own partition of DeepSpeed's fp32 master weights
+(:mod:`sa_train.training.sharded_ema`), so no rank ever gathers the model to average it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,37 @@ import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+
+def check_ema_settings(decay: float, start_step: int) -> None:
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay={decay} must be in [0, 1] (config key training.ema.decay)")
+    if start_step < 0:
+        raise ValueError(f"EMA start_step={start_step} must be >= 0 (config key training.ema.start_step)")
+
+
+def decay_at(decay: float, start_step: int, step: int) -> float:
+    """The decay applied after optimizer step ``step``: 0 (a copy) before ``start_step``."""
+    return decay if step >= start_step else 0.0
+
+
+@torch.no_grad()
+def ema_update_(shadows: list[torch.Tensor], currents: list[torch.Tensor], decay: float) -> None:
+    """``shadow = decay * shadow + (1 - decay) * current`` in place, for every pair; one fused
+    foreach call (per device and dtype) instead of a kernel per tensor. Non-float tensors are copied."""
+    floats = [(s, c) for s, c in zip(shadows, currents) if s.is_floating_point()]
+    for shadow, current in zip(shadows, currents):
+        if not shadow.is_floating_point():
+            shadow.copy_(current)
+    if not floats:
+        return
+    shadow_list = [s for s, _ in floats]
+    current_list = [c if c.dtype == s.dtype and c.device == s.device else c.to(device=s.device, dtype=s.dtype)
+                    for s, c in floats]
+    if decay == 0.0:
+        torch._foreach_copy_(shadow_list, current_list)
+    else:
+        torch._foreach_lerp_(shadow_list, current_list, 1.0 - decay)
 
 
 class EMA:
@@ -31,10 +64,7 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float, start_step: int = 0, device: torch.device | str | None = None):
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"EMA decay={decay} must be in [0, 1] (config key training.ema.decay)")
-        if start_step < 0:
-            raise ValueError(f"EMA start_step={start_step} must be >= 0 (config key training.ema.start_step)")
+        check_ema_settings(decay, start_step)
         self.decay = float(decay)
         self.start_step = int(start_step)
         self.device = torch.device(device) if device is not None else None
@@ -80,20 +110,12 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """Fold the model's current weights into the shadow after optimizer step ``step``."""
-        decay = self.decay if step >= self.start_step else 0.0
         shadows, currents = [], []
         for name, tensor in self._tracked(model, set(self.shadow)):
             self._check_shapes(name, tensor)
-            shadow = self.shadow[name]
-            current = tensor.detach().to(device=shadow.device, dtype=shadow.dtype)
-            if shadow.is_floating_point() and decay > 0.0:
-                shadows.append(shadow)
-                currents.append(current)
-            else:
-                shadow.copy_(current)
-        if shadows:
-            # One fused call over all tensors (per device and dtype) instead of a kernel per tensor.
-            torch._foreach_lerp_(shadows, currents, 1.0 - decay)
+            shadows.append(self.shadow[name])
+            currents.append(tensor.detach())
+        ema_update_(shadows, currents, decay_at(self.decay, self.start_step, step))
         self.num_updates += 1
 
     @torch.no_grad()

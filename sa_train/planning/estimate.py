@@ -10,6 +10,16 @@ Memory follows the ZeRO paper (Rajbhandari et al., 2020) for Adam:
     stage 0  nothing sharded      stage 2  optimizer states and gradients / N
     stage 1  optimizer states / N stage 3  optimizer states, gradients and parameters / N
 
+The EMA (``training.ema``) is an fp32 copy of the exported model's trained weights beside DeepSpeed's
+fp32 master: 4 B per parameter, sharded like the master (over N from stage 1, and at stage 0 with
+bf16; whole on rank 0 at stage 0 in fp32), in CPU memory when the optimizer is offloaded.
+
+A checkpoint (:func:`checkpoint_size`) holds, summed over ranks: ``model.safetensors`` and
+``ema.safetensors`` (fp32, 4 B per exported parameter each), DeepSpeed's optimizer shards (fp32
+master + Adam moments: 12 B per trained parameter; 8 B at stage 0 in fp32, where the module's own
+weights are the master) and DeepSpeed's copy of the module's weights in the training precision
+(stages 0-2; none at stage 3).
+
 Time = FLOPs per step x steps / (GPUs x peak x utilisation). The peaks are the GPUs' dense bf16
 tensor-core figures from their data sheets; the utilisation (the fraction of that peak a real run
 sustains, 0.3 to 0.5 is typical for large convolution + attention models) and the price per GPU
@@ -49,6 +59,7 @@ class ZeroMemory:
     activations_bytes: float
     frozen_bytes: float
     offloaded: str = ""  # what lives in CPU memory instead (distributed.offload_*)
+    ema_bytes: float = 0.0  # this rank's share of the fp32 EMA (the largest share: rank 0's)
 
     @property
     def state_bytes(self) -> float:
@@ -56,7 +67,7 @@ class ZeroMemory:
 
     @property
     def total_bytes(self) -> float:
-        return self.state_bytes + self.activations_bytes + self.frozen_bytes
+        return self.state_bytes + self.ema_bytes + self.activations_bytes + self.frozen_bytes
 
 
 def zero_memory(
@@ -67,11 +78,13 @@ def zero_memory(
     frozen_bytes: float,
     offload_optimizer: bool = False,
     offload_parameters: bool = False,
+    ema_parameters: int = 0,
 ) -> list[ZeroMemory]:
     """Memory per GPU for ZeRO stages 0-3 with Adam over ``workers`` data-parallel GPUs.
 
     Offloading (ZeRO-Offload) moves the optimizer states (stages 1-3) and, at stage 3, the
-    parameters to CPU memory; they then count 0 here.
+    parameters to CPU memory; they then count 0 here. ``ema_parameters``: parameters the EMA
+    averages (0 without an EMA); it is sharded like the fp32 master weights.
     """
     if workers < 1:
         raise ValueError(f"workers={workers} must be at least 1 (distributed.num_workers)")
@@ -86,12 +99,52 @@ def zero_memory(
             optimizer, offloaded = 0.0, offloaded + ["optimizer states"]
         if offload_parameters and stage == 3:
             parameters, offloaded = 0.0, offloaded + ["parameters"]
+        ema = 4.0 * ema_parameters
+        if stage >= 1 or precision in ("bf16", "fp16"):  # beside a sharded fp32 master (BF16_Optimizer too)
+            ema /= workers
+        if offload_optimizer and stage >= 1:
+            ema = 0.0
         rows.append(
             ZeroMemory(
-                stage, parameters, gradients, optimizer, activations_bytes, frozen_bytes, " and ".join(offloaded)
+                stage, parameters, gradients, optimizer, activations_bytes, frozen_bytes, " and ".join(offloaded), ema
             )
         )
     return rows
+
+
+@dataclass
+class CheckpointSize:
+    """Bytes of one checkpoint, summed over its files (all ranks)."""
+
+    model_bytes: float  # model.safetensors: fp32 weights of the exported model
+    ema_bytes: float  # ema.safetensors (0 without an EMA)
+    optimizer_bytes: float  # DeepSpeed's optimizer shards: fp32 master + Adam moments
+    module_bytes: float  # DeepSpeed's copy of the module's weights (training precision; none at stage 3)
+
+    @property
+    def total_bytes(self) -> float:
+        return self.model_bytes + self.ema_bytes + self.optimizer_bytes + self.module_bytes
+
+    @property
+    def duplicate_bytes(self) -> float:
+        """model.safetensors repeats the fp32 master already in the optimizer shards."""
+        return self.model_bytes
+
+
+def checkpoint_size(exported_parameters: int, trained_parameters: int, precision: str, zero_stage: int,
+                    ema: bool) -> CheckpointSize:
+    """The size of one checkpoint (see the module doc). ``exported_parameters``: the trained model
+    that is exported (the U-Net and its trainable conditioning, or the VAE); ``trained_parameters``:
+    everything with an optimizer (the discriminator too)."""
+    mixed = precision in ("bf16", "fp16")
+    optimizer = 8 if zero_stage == 0 and not mixed else 12
+    module = 0 if zero_stage == 3 else bytes_per_parameter(precision)[0]
+    return CheckpointSize(
+        model_bytes=4.0 * exported_parameters,
+        ema_bytes=4.0 * exported_parameters if ema else 0.0,
+        optimizer_bytes=float(optimizer * trained_parameters),
+        module_bytes=float(module * trained_parameters),
+    )
 
 
 @dataclass

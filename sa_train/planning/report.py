@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 from sa_train.config.schema import ExperimentConfig
 from sa_train.planning import estimate
 from sa_train.planning.compute import StepCompute, autoencoder_step, diffusion_step
-from sa_train.planning.estimate import TimeEstimate, ZeroMemory
+from sa_train.planning.estimate import CheckpointSize, TimeEstimate, ZeroMemory
 from sa_train.planning.parameters import FROZEN, TRAINED, Component, components
 
 GIB = 2**30
@@ -37,6 +37,8 @@ class Plan:
     frozen_bytes: float
     memory: list[ZeroMemory]
     time: TimeEstimate
+    checkpoint: CheckpointSize
+    keep_checkpoints: int = 1
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -96,6 +98,7 @@ class Plan:
                         "state_bytes": m.state_bytes,
                         "activations_bytes": m.activations_bytes,
                         "frozen_bytes": m.frozen_bytes,
+                        "ema_bytes": m.ema_bytes,
                         "total_bytes": m.total_bytes,
                         "offloaded": m.offloaded,
                     }
@@ -115,6 +118,16 @@ class Plan:
                 "gpu_hours": t.gpu_hours,
                 "price_per_gpu_hour": t.price_per_gpu_hour,
                 "cost_usd": t.cost,
+            },
+            "checkpoint": {
+                "model_bytes": self.checkpoint.model_bytes,
+                "ema_bytes": self.checkpoint.ema_bytes,
+                "optimizer_bytes": self.checkpoint.optimizer_bytes,
+                "module_bytes": self.checkpoint.module_bytes,
+                "total_bytes": self.checkpoint.total_bytes,
+                "duplicate_bytes": self.checkpoint.duplicate_bytes,
+                "kept": self.keep_checkpoints,
+                "storage_bytes": self.checkpoint.total_bytes * self.keep_checkpoints,
             },
             "notes": list(self.notes),
         }
@@ -171,10 +184,14 @@ def make_plan(
     if any(c.parameters is None for c in parts if c.role == TRAINED):
         notes.append("a trained component could not be counted offline: trained parameters are a lower bound")
     frozen = _frozen_bytes(parts, notes)
+    # The exported model: all that is trained but the autoencoder stage's discriminator.
+    exported = sum(c.parameters or 0 for c in parts if c.role == TRAINED and c.name != "discriminator")
     memory = estimate.zero_memory(
         trained, dist.num_workers, precision, compute.activation_bytes, frozen,
         offload_optimizer=dist.offload_optimizer != "none", offload_parameters=dist.offload_params != "none",
+        ema_parameters=exported if training.ema.enabled else 0,
     )
+    checkpoint = estimate.checkpoint_size(exported, trained, precision, dist.zero_stage, training.ema.enabled)
     flops_per_step = compute.total_flops * training.grad_accum_steps * dist.num_workers
     time = estimate.time_estimate(
         flops_per_step, training.steps, dist.num_workers, gpu, utilization, price_per_gpu_hour, peak_tflops
@@ -185,7 +202,10 @@ def make_plan(
         "and allocator fragmentation: keep some 20% headroom"
     )
     if training.ema.enabled:
-        notes.append("the EMA copy lives in CPU memory of rank 0 (4 bytes per trained parameter), not on the GPUs")
+        notes.append(
+            "the EMA is an fp32 copy of the exported weights kept beside DeepSpeed's fp32 master, sharded like "
+            "it (4 bytes per parameter / GPUs; whole on rank 0 at ZeRO-0 in fp32)"
+        )
     if dist.device == "cpu":
         notes.append(
             "this config trains on CPU (distributed.device=cpu); the time is what it would take on the GPUs named"
@@ -212,5 +232,7 @@ def make_plan(
         frozen_bytes=frozen,
         memory=memory,
         time=time,
+        checkpoint=checkpoint,
+        keep_checkpoints=training.keep_checkpoints,
         notes=notes,
     )

@@ -79,20 +79,40 @@ def _compute(plan: Plan) -> list[str]:
 
 def _memory(plan: Plan) -> list[str]:
     p, g, o = estimate.bytes_per_parameter(plan.precision)
-    rows = [("ZeRO", "parameters", "gradients", "optimizer", "activations", "frozen", "total", "")]
+    rows = [("ZeRO", "parameters", "gradients", "optimizer", "EMA", "activations", "frozen", "total", "")]
     for m in plan.memory:
         mark = "<- configured" if m.stage == plan.zero_stage else ""
         if m.offloaded:
             mark = f"{mark} ({m.offloaded} on CPU)".strip()
         rows.append((
-            str(m.stage), gib(m.parameters_bytes), gib(m.gradients_bytes), gib(m.optimizer_bytes),
+            str(m.stage), gib(m.parameters_bytes), gib(m.gradients_bytes), gib(m.optimizer_bytes), gib(m.ema_bytes),
             gib(m.activations_bytes), gib(m.frozen_bytes), gib(m.total_bytes), mark,
         ))
     return [
         f"Memory per GPU, GiB ({plan.precision} Adam: {p} + {g} + {o} bytes per trained parameter, "
         f"sharded over {plan.workers} GPUs)",
-        *table(rows, right=(1, 2, 3, 4, 5, 6)),
+        *table(rows, right=(1, 2, 3, 4, 5, 6, 7)),
         f"activations: {plan.compute.activation_method}, micro-batch {plan.micro_batch}",
+    ]
+
+
+def _checkpoint(plan: Plan) -> list[str]:
+    c = plan.checkpoint
+    rows = [
+        ("model.safetensors (fp32 weights)", gib(c.model_bytes)),
+        ("ema.safetensors (fp32 EMA)", gib(c.ema_bytes)),
+        ("DeepSpeed optimizer shards (fp32 master + Adam)", gib(c.optimizer_bytes)),
+        (f"DeepSpeed module weights ({plan.precision})", gib(c.module_bytes)),
+        ("one checkpoint", gib(c.total_bytes)),
+        (f"storage for the {plan.keep_checkpoints} kept (training.keep_checkpoints)",
+         gib(c.total_bytes * plan.keep_checkpoints)),
+    ]
+    return [
+        f"Checkpoint size, GiB (ZeRO stage {plan.zero_stage}; gathered and written by rank 0 alone, "
+        "shards by every rank)",
+        *table(rows, right=(1,)),
+        f"model.safetensors repeats the fp32 master of the optimizer shards ({gib(c.duplicate_bytes)} GiB): "
+        "kept so export needs no DeepSpeed",
     ]
 
 
@@ -121,7 +141,7 @@ def format_plan(plan: Plan) -> str:
         f"batch {plan.global_batch} = {plan.workers} workers x {plan.grad_accum_steps} accumulation x "
         f"micro-batch {plan.micro_batch}; {shapes}",
     ]
-    sections = [header, _parameters(plan), _compute(plan), _memory(plan), _time(plan)]
+    sections = [header, _parameters(plan), _compute(plan), _memory(plan), _checkpoint(plan), _time(plan)]
     if plan.notes:
         sections.append(["Notes", *(f"- {note}" for note in plan.notes)])
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"

@@ -5,7 +5,9 @@ reports it; Ray Train merges the folders of all ranks into one in storage):
 
     state.json                 step, samples seen, epoch, MLflow run id, world size, engines, ...
     config.yaml                the resolved experiment config (rank 0)
-    ema.safetensors            EMA weights of the trained model (rank 0)
+    model.safetensors          fp32 weights of the trained model, gathered to rank 0 alone (rank 0)
+    ema.safetensors            its EMA, full named tensors gathered from every rank's partition
+                               (rank 0); on resume each rank reads back only its own partition
     rng/rank<r>.safetensors    torch RNG states of rank r, global and of its own random streams
                                (+ rng/rank<r>.json for python/numpy and small task state)
     <engine>/<tag>/...         DeepSpeed checkpoint of each engine (generator, discriminator, model)

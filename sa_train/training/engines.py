@@ -1,11 +1,10 @@
 """DeepSpeed engines and what the tasks need around them: agreement on finite losses across ranks,
-full fp32 weights under any ZeRO stage, and the EMA under ZeRO-3."""
+and full fp32 weights under any ZeRO stage, gathered on rank 0 only."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Iterator
+from typing import TYPE_CHECKING, Optional
 
 import deepspeed
 import torch
@@ -17,6 +16,9 @@ from sa_train.config import ExperimentConfig
 from sa_train.training.config import OptimizerConfig
 from sa_train.training.deepspeed_config import build_deepspeed_config
 from sa_train.training.lr_schedule import lr_multiplier
+
+if TYPE_CHECKING:
+    from sa_train.training.master_weights import MasterPartitions
 
 logger = logging.getLogger(__name__)
 
@@ -77,40 +79,37 @@ def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, tensor.tolist())}
 
 
-@contextlib.contextmanager
-def gathered_parameters(engine) -> Iterator[nn.Module]:
-    """The engine's module with full parameters (a no-op unless ZeRO-3 partitions them); collective."""
-    if engine.zero_optimization_stage() == 3:
-        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
-            yield engine.module
-    else:
-        yield engine.module
+def full_fp32_weights(engine, partitions: "MasterPartitions") -> Optional[dict[str, torch.Tensor]]:
+    """Consolidated fp32 weights of the engine's module on rank 0, None on the other ranks
+    (collective: every rank calls it).
 
-
-def full_fp32_state_dict(engine) -> dict[str, torch.Tensor]:
-    """Consolidated fp32 weights of the engine's module (collective under ZeRO-3; every rank calls it).
-
-    Uses the fp32 master weights where DeepSpeed keeps them (bf16/fp16 training, ZeRO-1/2/3), so an
-    export is exact, and the module's tensors otherwise.
+    Trainable parameters come from the fp32 master partitions, gathered once to rank 0 (exact under
+    bf16); frozen parameters and buffers from the module (frozen ones gathered under ZeRO-3).
+    No rank but 0 builds a full tensor.
     """
-    from deepspeed.utils import safe_get_full_fp32_param
-
     module = engine.module
+    trained = partitions.gather(partitions.local())
     params = dict(module.named_parameters())
+    trainable = set(partitions.names)
+    frozen = [name for name in params if name not in trainable]
+    rank0 = partitions.rank == 0
     out: dict[str, torch.Tensor] = {}
-    stage3 = engine.zero_optimization_stage() == 3
-    state = module.state_dict()
-    for name in state.keys():
-        if name in params:
-            p = params[name]
-            full = safe_get_full_fp32_param(p) if (p.requires_grad and engine.zero_optimization_stage() > 0) else None
-            if full is None:
-                if stage3:
-                    with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
-                        full = p.detach().clone()
-                else:
-                    full = p.detach()
-            out[name] = full.detach().float().cpu().clone()
-        else:
-            out[name] = state[name].detach().cpu().clone()
-    return out
+    if engine.zero_optimization_stage() == 3 and frozen:
+        with deepspeed.zero.GatheredParameters([params[n] for n in frozen], modifier_rank=None):
+            if rank0:
+                out.update({n: params[n].detach().float().cpu().clone() for n in frozen})
+    elif rank0:
+        out.update({n: params[n].detach().float().cpu().clone() for n in frozen})
+    if not rank0:
+        return None
+    assert trained is not None
+    state = module.state_dict(keep_vars=True)
+    ordered: dict[str, torch.Tensor] = {}
+    for name in state:
+        if name in trained:
+            ordered[name] = trained[name]
+        elif name in out:
+            ordered[name] = out[name]
+        else:  # a buffer: not partitioned by any ZeRO stage
+            ordered[name] = state[name].detach().cpu().clone()
+    return ordered

@@ -17,19 +17,14 @@ from torch import nn
 
 from sa_train.config import ExperimentConfig
 from sa_train.data.batch import AudioBatch
-from sa_train.diffusion.ema import EMA
 from sa_train.diffusion.objective import loss_mask_for, v_objective_loss
 from sa_train.diffusion.schedule import TimeSampler
 from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
 from sa_train.training.deepspeed_config import resolve_precision
-from sa_train.training.engines import (
-    agree_all_finite,
-    full_fp32_state_dict,
-    gathered_parameters,
-    make_engine,
-    mean_across_ranks,
-)
+from sa_train.training.engines import agree_all_finite, full_fp32_weights, make_engine, mean_across_ranks
+from sa_train.training.master_weights import master_partitions
 from sa_train.training.random_streams import RandomStreams, stream_seed
+from sa_train.training.sharded_ema import ShardedEMA
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +54,10 @@ def latent_padding_mask(mask: torch.Tensor, downsampling: int) -> torch.Tensor:
 
 
 class TrainedModelTask:
-    """What both stages share: the engine of the model that is exported, its EMA (rank 0), and the
-    rank's own random streams."""
+    """What both stages share: the engine of the model that is exported, its EMA (each rank keeps
+    the EMA of its own fp32 master partition), and the rank's own random streams."""
 
-    ema: Optional[EMA]
-    _ema_collective: bool
+    ema: Optional[ShardedEMA]
     streams: RandomStreams
 
     def _seed_rank(self, seed: int, rank: int, device: torch.device) -> None:
@@ -72,43 +66,44 @@ class TrainedModelTask:
         self.streams = RandomStreams(seed, rank, device)
         torch.manual_seed(stream_seed(seed, rank, "global"))
 
+    def _build_ema(self) -> None:
+        """Every rank: the EMA of its own master partition, from the engine's initial weights."""
+        ema_cfg = self.cfg.training.ema
+        engine = self.exported_engine()
+        self.ema = ShardedEMA(engine, ema_cfg.decay, ema_cfg.start_step) if ema_cfg.enabled else None
+        self._master = self.ema.partitions if self.ema is not None else master_partitions(engine)
+
     def stream_state(self) -> dict[str, torch.Tensor]:
         return self.streams.state_tensors()
 
     def load_stream_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.streams.load_state_tensors(tensors)
 
-    def sampling_weights(self) -> dict[str, torch.Tensor]:
-        """Weights to sample with: the EMA, else the full weights (collective under ZeRO-3, where
-        each rank holds only a partition: every rank calls it)."""
-        if self.cfg.training.ema.enabled:  # the same branch on every rank: only rank 0 keeps the EMA
-            return self.ema_weights() or {}
-        return self.exported_weights()
+    def sampling_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        """Weights to sample with on rank 0 (None elsewhere): the EMA, else the trained weights.
+        Collective: every rank calls it."""
+        return self.ema_weights() if self.ema is not None else self.exported_weights()
 
     def exported_engine(self):
         raise NotImplementedError
 
     def update_ema(self, step: int) -> None:
-        """Fold the new weights into the EMA; under ZeRO-3 every rank joins the gather."""
-        engine = self.exported_engine()
-        if self._ema_collective:
-            with gathered_parameters(engine) as module:
-                if self.ema is not None:
-                    self.ema.update(module, step)
-        elif self.ema is not None:
-            self.ema.update(engine.module, step)
+        """Fold the new weights into the EMA: each rank its own partition, no communication."""
+        if self.ema is not None:
+            self.ema.update(step)
 
-    def exported_weights(self) -> dict[str, torch.Tensor]:
-        """Full fp32 weights of the trained model (collective: every rank calls it)."""
-        return full_fp32_state_dict(self.exported_engine())
+    def exported_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        """Full fp32 weights of the trained model on rank 0, None elsewhere (collective)."""
+        return full_fp32_weights(self.exported_engine(), self._master)
 
     def ema_weights(self) -> Optional[dict[str, torch.Tensor]]:
-        return dict(self.ema.shadow) if self.ema is not None else None
+        """The full EMA on rank 0, None elsewhere or without an EMA (collective)."""
+        return self.ema.full_weights() if self.ema is not None else None
 
-    def load_ema(self, weights: dict[str, torch.Tensor]) -> None:
+    def load_ema(self, path) -> None:
+        """Every rank takes its own partition out of a checkpoint's full EMA file."""
         if self.ema is not None:
-            for name, tensor in weights.items():
-                self.ema.shadow[name].copy_(tensor)
+            self.ema.load_file(path)
 
 
 class DiffusionTask(TrainedModelTask):
@@ -122,18 +117,15 @@ class DiffusionTask(TrainedModelTask):
         self.precision = resolve_precision(cfg, on_gpu)
         torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank
         model = DiffusionModel(cfg.model).to(device)
-        ema_cfg = cfg.training.ema
-        # Built before DeepSpeed partitions the parameters (ZeRO-3), from the full weights.
-        self.ema = EMA(model, ema_cfg.decay, ema_cfg.start_step, device="cpu") if ema_cfg.enabled and rank == 0 else None
         self.engine = make_engine(model, cfg, cfg.training.optimizer, world_size, on_gpu)
         self.engines = {"model": self.engine}
+        self._build_ema()
         self.autoencoder = autoencoder
         if self.autoencoder is not None:
             self.autoencoder.to(device).eval().requires_grad_(False)
         self.downsampling = cfg.model.autoencoder.downsampling
         self.time_sampler = TimeSampler(cfg.model.diffusion.time_sampling, seed=cfg.training.seed * 9973 + rank)
         self._seed_rank(cfg.training.seed, rank, device)
-        self._ema_collective = ema_cfg.enabled and self.engine.zero_optimization_stage() == 3
         self._accum_loss: list[float] = []
 
     def exported_engine(self):
@@ -235,12 +227,10 @@ class AutoencoderTask(TrainedModelTask):
             fft_sizes=losses_cfg.discriminator_fft_sizes,
         ).to(device)
         self.losses = AutoencoderLosses(losses_cfg, sample_rate=cfg.data.sample_rate).to(device)
-        ema_cfg = cfg.training.ema
-        self.ema = EMA(vae, ema_cfg.decay, ema_cfg.start_step, device="cpu") if ema_cfg.enabled and rank == 0 else None
         self.generator = make_engine(vae, cfg, cfg.training.optimizer, world_size, on_gpu)
         self.discriminator = make_engine(discriminator, cfg, cfg.training.discriminator_optimizer, world_size, on_gpu)
         self.engines = {"generator": self.generator, "discriminator": self.discriminator}
-        self._ema_collective = ema_cfg.enabled and self.generator.zero_optimization_stage() == 3
+        self._build_ema()
         self._seed_rank(cfg.training.seed, rank, device)
         self.step = 0
         self._accum: dict[str, list[float]] = {}

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import ray.train
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from sa_train.config import ExperimentConfig, from_yaml
 from sa_train.data.batch import AudioBatch
@@ -64,19 +64,26 @@ def build_task(cfg: ExperimentConfig, device: torch.device, rank: int, world_siz
 
 
 def save_checkpoint(task, state: TrainState, config_yaml: str, rank: int, metrics: dict[str, Any]) -> None:
-    """Every rank writes its shard to a local folder and reports it; rank 0 adds state, config, weights."""
-    weights = task.exported_weights()  # collective under ZeRO-3
+    """Every rank writes its part to a local folder and reports it (Ray merges the folders)."""
     with tempfile.TemporaryDirectory(prefix="sa_train_ckpt_") as tmp:
-        directory = Path(tmp)
-        for name, engine in task.engines.items():
-            engine.save_checkpoint(str(directory / name), tag=state.tag())
-        save_rng(directory, rank, extra=task.extra_state(), streams=task.stream_state())
-        if rank == 0:
-            save_file({k: v.contiguous() for k, v in weights.items()}, str(directory / MODEL_FILE))
-            write_state(directory, state, config_yaml, task.ema_weights())  # state.json last
+        write_checkpoint(task, state, config_yaml, rank, Path(tmp))
         ray.train.report(
             metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=state.tag()
         )
+
+
+def write_checkpoint(task, state: TrainState, config_yaml: str, rank: int, directory: Path) -> None:
+    """Every rank: its DeepSpeed shard and RNG states. Rank 0 also: the state, the config, and the
+    full fp32 weights and EMA, gathered to rank 0 alone (the other ranks send their partitions and
+    build no full tensor). Collective: every rank calls it."""
+    weights = task.exported_weights()  # the full weights on rank 0, None elsewhere
+    ema = task.ema_weights()  # likewise
+    for name, engine in task.engines.items():
+        engine.save_checkpoint(str(directory / name), tag=state.tag())
+    save_rng(directory, rank, extra=task.extra_state(), streams=task.stream_state())
+    if rank == 0:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(directory / MODEL_FILE))
+        write_state(directory, state, config_yaml, ema)  # state.json last
 
 
 def restore_checkpoint(task, checkpoint: "ray.train.Checkpoint", rank: int, world_size: int) -> TrainState:
@@ -97,7 +104,7 @@ def restore_checkpoint(task, checkpoint: "ray.train.Checkpoint", rank: int, worl
         task.load_extra_state(extra)
         task.load_stream_state(load_streams(directory, rank))
         if (directory / EMA_FILE).exists():
-            task.load_ema(load_file(str(directory / EMA_FILE)))
+            task.load_ema(directory / EMA_FILE)  # each rank reads only what its partition needs
     logger.info("rank %d resumed from step %d (samples seen %d)", rank, state.step, state.samples_seen)
     return state
 
@@ -206,7 +213,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 save_checkpoint(task, state, loop_config["config_yaml"], rank, report)
             sample_every = cfg.training.sample_every
             if sampling and ((sample_every and state.step % sample_every == 0) or state.step == steps):
-                weights = task.sampling_weights()  # collective under ZeRO-3 without EMA
+                weights = task.sampling_weights()  # collective: full weights on rank 0 only
                 if tracker is not None:
                     log_samples(task, weights, tracker, state.step)
             if state.step >= steps:
