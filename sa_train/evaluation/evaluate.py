@@ -6,6 +6,8 @@ were computed with, so proxies never pass for the paper's numbers:
 
     fd_<embedder>            Frechet distance (fd_openl3 is the paper's FD_openl3)
     kl_<tagger>_ref_gen      mean over clips of KL(reference || generated) of the prompt's classes
+    kl_<tagger>_gen_ref      the same with KL(generated || reference): the direction of the paper's
+                             metric code (stable-audio-metrics' passt_kld), for comparing with its table
     clap_score               mean text-audio cosine similarity (with a CLAP model)
     timing_mae_s ...         detected end of content against seconds_total (see timing.py), over
                              the clips that run on past their request; timing_num_unmeasurable
@@ -30,6 +32,7 @@ from sa_train.evaluation.embedders import (
 )
 from sa_train.evaluation.embedders.spectral import KIND_CLASSES
 from sa_train.evaluation.metrics import clap_score, cosine_similarities, frechet_distance, gaussian_stats, kl_divergence
+from sa_train.evaluation.progress import progress
 from sa_train.evaluation.reference import ReferenceSet, identity, load_reference, prompt_key
 from sa_train.evaluation.timing import (
     DEFAULT_ABSOLUTE_DB, MIN_ROOM_SECONDS, TimingReport, detect_content_end, timing_measurable, timing_report,
@@ -50,6 +53,10 @@ def kl_key(tagger_name: str) -> str:
     return f"kl_{tagger_name}_ref_gen"
 
 
+def kl_gen_ref_key(tagger_name: str) -> str:
+    return f"kl_{tagger_name}_gen_ref"
+
+
 @dataclass
 class ClipResult:
     """Everything measured on one generated clip (None where not measured)."""
@@ -60,7 +67,8 @@ class ClipResult:
     clip_seconds: float
     detected_end_s: Optional[float] = None  # None also where the clip has no room after seconds_total
     timing_measurable: Optional[bool] = None  # None without seconds_total
-    kl: Optional[float] = None
+    kl: Optional[float] = None  # KL(reference || generated)
+    kl_gen_ref: Optional[float] = None  # KL(generated || reference)
     clap_similarity: Optional[float] = None
     predicted_kind: Optional[str] = None
     adherence: dict = field(default_factory=dict)  # measured / errors / passed
@@ -92,12 +100,15 @@ def run_evaluation(
     timing_bins: Optional[Sequence[float]] = None,
     write_report: bool = True,
     silence_floor_db: float = DEFAULT_ABSOLUTE_DB,
+    show_progress: Optional[bool] = None,
 ) -> EvaluationResult:
     """Measure every clip of ``generated_dir`` and summarise; see the module docstring for the
     metric names. ``reference`` (a folder of audio with optional manifest, or a stats file) is
     needed for FD and KL. Reports go to ``out_dir`` (default ``<generated_dir>/evaluation``).
     ``silence_floor_db`` (dBFS): quieter frames are never content for the timing detector; raise it
-    to the level at which the autoencoder decodes silence when that is above -60."""
+    to the level at which the autoencoder decodes silence when that is above -60.
+    ``show_progress``: progress bars on stderr over the reference and generated clips (None: when
+    stderr is a terminal)."""
     entries = list_clips(generated_dir, require_manifest=True)
     embedder = build_embedder(embedder) if embedder is not None else None
     tagger = build_tagger(tagger) if tagger is not None else None
@@ -106,19 +117,25 @@ def run_evaluation(
         "generated": os.path.abspath(generated_dir), "reference": reference,
         "embedder": identity(embedder) if embedder else None, "tagger": identity(tagger) if tagger else None,
         "clap": getattr(clap, "name_or_path", getattr(clap, "name", None)) if clap else None,
-        "kl_direction": "KL(reference || generated)", "timing_silence_floor_dbfs": silence_floor_db,
+        "kl_direction": "KL(reference || generated)",
+        "kl_gen_ref_direction": "KL(generated || reference), as the paper's metric code",
+        "timing_silence_floor_dbfs": silence_floor_db,
     }
     result = EvaluationResult({"num_clips": float(len(entries))}, [], settings)
+    for model in (embedder, tagger):
+        if model is not None and str(getattr(model, "settings", {}).get("weights", "")).startswith("random"):
+            _note(result, f"the {model.name} model has random weights ({model.settings['weights']}): its metric "
+                          "checks the pipeline only and means nothing")
     ref = ReferenceSet()
     if reference is not None:
-        ref = load_reference(reference, embedder, tagger, cache_dir)
+        ref = load_reference(reference, embedder, tagger, cache_dir, show_progress)
         settings["reference_content_hash"] = ref.content_hash
     elif embedder is not None or tagger is not None:
         _note(result, "no reference given: FD and KL are not computed", logging.INFO)
 
     frames, probs, clap_audio, adherence = [], [], [], []
     synth_kinds = tagger is not None and tuple(tagger.classes) == KIND_CLASSES
-    for entry in entries:
+    for entry in progress(entries, len(entries), "generated", show_progress):
         audio, sr = load_audio(entry.path)
         clip = ClipResult(entry.path, entry.prompt, entry.seconds_total, audio.shape[1] / sr)
         if embedder is not None and ref.stats is not None:
@@ -129,7 +146,9 @@ def run_evaluation(
             if synth_kinds:
                 clip.predicted_kind = KIND_CLASSES[int(np.argmax(p))]
             if ref.probabilities and entry.prompt is not None and prompt_key(entry.prompt) in ref.probabilities:
-                clip.kl = float(kl_divergence(ref.probabilities[prompt_key(entry.prompt)], p))
+                ref_p = ref.probabilities[prompt_key(entry.prompt)]
+                clip.kl = float(kl_divergence(ref_p, p))
+                clip.kl_gen_ref = float(kl_divergence(p, ref_p))
         if clap is not None:
             clap_audio.append(clap.embed_audio(audio, sr))
         if entry.seconds_total is not None:
@@ -184,6 +203,8 @@ def _summarise_kl(result: EvaluationResult, tagger, ref: ReferenceSet) -> None:
         _note(result, "no generated prompt matches a reference prompt: KL not computed")
         return
     result.metrics[kl_key(tagger.name)] = float(np.mean(values))
+    gen_ref = [c.kl_gen_ref for c in result.clips if c.kl_gen_ref is not None]
+    result.metrics[kl_gen_ref_key(tagger.name)] = float(np.mean(gen_ref))
     result.metrics["kl_num_matched"] = float(len(values))
     if len(values) < len(result.clips):
         result.notes.append(f"KL over the {len(values)} of {len(result.clips)} clips whose prompt is in the reference")
@@ -239,8 +260,9 @@ def evaluate_folder(
     timing_bins: Optional[Sequence[float]] = None,
     write_report: bool = True,
     silence_floor_db: float = DEFAULT_ABSOLUTE_DB,
+    show_progress: Optional[bool] = None,
 ) -> dict[str, float]:
     """The metrics of :func:`run_evaluation` as a flat ``{name: float}`` (NaN-free)."""
     result = run_evaluation(generated_dir, reference, embedder, tagger, clap, cache_dir, out_dir, timing_bins,
-                            write_report, silence_floor_db)
+                            write_report, silence_floor_db, show_progress)
     return {k: float(v) for k, v in result.metrics.items() if v is not None and not math.isnan(v)}

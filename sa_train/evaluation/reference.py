@@ -25,6 +25,7 @@ import numpy as np
 from sa_train.evaluation.audio import ClipEntry, list_clips, load_audio
 from sa_train.evaluation.embedders import AudioEmbedder, Tagger
 from sa_train.evaluation.metrics import gaussian_stats
+from sa_train.evaluation.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +129,10 @@ class ReferenceSet:
     content_hash: str = ""
 
 
-def _compute(entries: list[ClipEntry], embedder: Optional[AudioEmbedder], tagger: Optional[Tagger]):
+def _compute(entries: list[ClipEntry], embedder: Optional[AudioEmbedder], tagger: Optional[Tagger],
+             show_progress: Optional[bool] = None):
     frames, sums, counts = [], {}, {}
-    for entry in entries:
+    for entry in progress(entries, len(entries), "reference", show_progress):
         audio, sr = load_audio(entry.path)
         if embedder is not None:
             frames.append(embedder.embed(audio, sr))
@@ -144,11 +146,13 @@ def _compute(entries: list[ClipEntry], embedder: Optional[AudioEmbedder], tagger
 
 
 def load_reference(
-    reference: str, embedder: Optional[AudioEmbedder], tagger: Optional[Tagger], cache_dir: Optional[str] = None
+    reference: str, embedder: Optional[AudioEmbedder], tagger: Optional[Tagger], cache_dir: Optional[str] = None,
+    show_progress: Optional[bool] = None,
 ) -> ReferenceSet:
     """Reference statistics from a folder (computed or read from the cache) or a stats file.
 
     A stats file has no per-prompt probabilities, so KL needs a reference folder with prompts.
+    ``show_progress``: a progress bar on stderr while the statistics are computed (None: on a terminal).
     """
     if os.path.isfile(reference):
         stats = load_stats_file(reference, embedder) if embedder is not None else None
@@ -166,7 +170,8 @@ def load_reference(
     need_kl = kl_path is not None and not os.path.isfile(kl_path)
     if need_fd or need_kl:
         logger.info("computing reference statistics of %d files in %s", len(entries), reference)
-        embeddings, probabilities = _compute(entries, embedder if need_fd else None, tagger if need_kl else None)
+        embeddings, probabilities = _compute(entries, embedder if need_fd else None, tagger if need_kl else None,
+                                            show_progress)
         if need_fd:
             mu, sigma = gaussian_stats(embeddings)
             stats = ReferenceStats(mu, sigma, len(embeddings), len(entries), identity(embedder), result.source)

@@ -1,5 +1,6 @@
-"""The CLAP embedder loads a tiny random ClapModel saved with its processor to tmp (no download)
-and gives the same embeddings as running that saved model by hand."""
+"""The CLAP embedder loads a tiny random ClapModel saved with its processor to tmp (no download;
+the ``clap_folder`` fixture in conftest.py) and gives the same embeddings as running that saved
+model by hand."""
 
 from __future__ import annotations
 
@@ -9,33 +10,9 @@ import pytest
 from sa_train.evaluation.embedders import TextAudioEmbedder, build_text_audio_embedder
 
 transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
 torch = pytest.importorskip("torch")
 
 PROMPTS = ["a sine tone at A4 (440.0 Hz)", "a drum pattern at 120 BPM"]
-
-
-@pytest.fixture(scope="module")
-def clap_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    text = transformers.ClapTextConfig(vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=32, max_position_embeddings=40, projection_dim=8)
-    audio = transformers.ClapAudioConfig(depths=[1, 1], num_attention_heads=[1, 1], hidden_size=16,
-                                         patch_embeds_hidden_size=8, projection_dim=8, spec_size=64, window_size=4,
-                                         num_mel_bins=16, patch_stride=4)
-    config = transformers.ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=8)
-    # Byte-level BPE with no merges, built in memory: every byte is a token, like RoBERTa's alphabet.
-    alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    vocab = {tok: i for i, tok in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + alphabet)}
-    tokenizer = transformers.RobertaTokenizerFast(vocab=vocab, merges=[])
-    # 16 kHz, 2 s max: 201 mel frames fit the tiny model's 64 x 4 input grid.
-    extractor = transformers.ClapFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160,
-                                                  max_length_s=2, fft_window_size=400,
-                                                  frequency_max=8000)
-    folder = tmp_path_factory.mktemp("tiny_clap")
-    transformers.ClapModel(config).save_pretrained(folder)
-    transformers.ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    return str(folder)
 
 
 def _tone(freq, seconds=1.5, sr=44100):
@@ -91,3 +68,31 @@ def test_evaluate_folder_reports_the_clap_score_of_each_clip(clap_folder, tmp_pa
     clap = build_text_audio_embedder(clap_folder)
     expected = float(clap.embed_text(PROMPTS[:1])[0] @ clap.embed_audio(*load_audio(str(tmp_path / "0.wav"))))
     assert sims[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_clap_embeds_wav_files_of_any_rate_and_channel_count_reproducibly(clap_folder, wav_folder):
+    from sa_train.evaluation.audio import list_clips, load_audio
+
+    clap = build_text_audio_embedder(clap_folder)
+    embeddings = []
+    for entry in list_clips(wav_folder):
+        audio, sr = load_audio(entry.path)
+        emb = clap.embed_audio(audio, sr)
+        assert emb.shape == (8,) and np.all(np.isfinite(emb)) and np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_array_equal(emb, build_text_audio_embedder(clap_folder).embed_audio(audio, sr))
+        # Peak-normalised to -1 dBFS first (the paper's code), so the level does not matter.
+        np.testing.assert_allclose(emb, clap.embed_audio(0.25 * audio, sr), atol=1e-5)
+        embeddings.append(emb)
+    assert not np.allclose(embeddings[0], embeddings[1], atol=1e-4)
+
+
+def test_clap_names_what_a_local_folder_lacks(clap_folder, tmp_path):
+    import shutil
+
+    with pytest.raises(ValueError, match="folder .*missing_clap' does not exist.*hf download laion/clap-htsat-fused"):
+        build_text_audio_embedder(str(tmp_path / "missing_clap"))
+    partial = tmp_path / "partial"
+    shutil.copytree(clap_folder, partial)
+    (partial / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="has no model.safetensors or pytorch_model.bin"):
+        build_text_audio_embedder(str(partial))

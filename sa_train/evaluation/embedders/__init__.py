@@ -3,10 +3,13 @@
 Three small protocols, one per metric:
 
 - :class:`AudioEmbedder` (FD): frame embeddings of a clip. Real: ``openl3`` (the paper's FD_openl3;
-  needs the ``openl3`` package). Built in: ``spectral`` (log-mel band statistics; a proxy).
+  needs ``torchopenl3``). Built in: ``spectral`` (log-mel band statistics; a proxy).
 - :class:`Tagger` (KL): class probabilities of a clip. Real: ``passt`` (the paper's KL_passt;
   needs ``hear21passt``). Built in: ``synth_kind`` (the synthetic dataset's four kinds; a proxy).
 - :class:`TextAudioEmbedder` (CLAP score): a transformers ClapModel from a hub id or a folder.
+
+The real models' packages are the ``eval`` extra (``pip install 'sa_train[eval]'``); their weights
+come from a local file or folder, their usual download, or seeded random init (see ``weights.py``).
 
 ``name`` and ``settings`` identify an embedder in the reference-statistics cache key, so change
 either whenever the numbers an embedder produces change.
@@ -127,6 +130,7 @@ def require_package(module: str, pip_name: str, purpose: str) -> Any:
         return importlib.import_module(module)
     except ImportError as err:
         raise MissingPackageError(
-            f"{purpose} needs the `{pip_name}` package, which is not installed ({err}); "
-            f"install it with `pip install {pip_name}`, or use the built-in proxy instead"
+            f"{purpose} needs the `{pip_name}` package, which is not installed ({err}); install it with "
+            f"`pip install {pip_name}` (or all metric packages: `pip install 'sa_train[eval]'`), or use the "
+            "built-in proxy instead"
         ) from None
