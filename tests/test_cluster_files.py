@@ -311,12 +311,34 @@ def test_kuberay_runtime_env_is_runtime_env_yaml_plus_the_image_working_dir(rayj
     assert embedded == runtime_env
 
 
-def test_kuberay_pods_turn_token_auth_on(rayjob):
+# KubeRay releases that know the fields the RayJob uses: authOptions.mode (1.5.1), authOptions.secretName (1.6.0).
+KUBERAY_AUTH_OPTIONS = (1, 5, 1)
+KUBERAY_AUTH_SECRET_NAME = (1, 6, 0)
+
+
+def stated_kuberay_version(manifest: str) -> tuple[int, ...]:
+    found = re.search(r"KubeRay >= (\d+)\.(\d+)\.(\d+)", manifest)
+    assert found, "cluster/kuberay_rayjob.yaml must state the KubeRay version it needs (KubeRay >= X.Y.Z)"
+    return tuple(int(x) for x in found.groups())
+
+
+def test_kuberay_token_auth_comes_from_auth_options_with_the_readmes_secret(rayjob, readme):
+    auth = rayjob["spec"]["rayClusterSpec"]["authOptions"]
+    assert auth["mode"] == "token"
+    needed = KUBERAY_AUTH_SECRET_NAME if auth.get("secretName") else KUBERAY_AUTH_OPTIONS
+    manifest = (CLUSTER / "kuberay_rayjob.yaml").read_text()
+    assert stated_kuberay_version(manifest) >= needed
+    assert re.search(rf"KubeRay operator {needed[0]}\.{needed[1]}\.{needed[2]} or newer", readme)
+    # The secret the README and the manifest's header create is the one authOptions names, with the
+    # key KubeRay reads (auth_token).
+    for text in (readme, manifest):
+        created = re.findall(r"kubectl create secret generic (\S+) --from-literal=(\w+)=", text)
+        assert created == [(auth["secretName"], "auth_token")], created
+    # KubeRay injects RAY_AUTH_MODE / RAY_AUTH_TOKEN into every pod: none sets its own (a token from
+    # another secret would win over the injected one, and break the operator's job polling).
     for pod, spec in rayjob_pod_specs(rayjob).items():
         env = container_env(spec["containers"][0])
-        assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{pod}: RAY_AUTH_MODE is not token"
-        token = env.get("RAY_AUTH_TOKEN", {})
-        assert "secretKeyRef" in token.get("valueFrom", {}), f"{pod}: RAY_AUTH_TOKEN must come from a Secret"
+        assert not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & set(env), f"{pod} sets Ray auth env vars itself"
 
 
 def test_kuberay_pods_have_s3_access(kuberay_docs, rayjob, experiment):
@@ -393,3 +415,143 @@ def test_checks_catch_a_changed_worker_count(aws, rayjob, experiment):
     fewer_pods["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] = 4
     assert aws_worker_gpus(aws) == wanted == kuberay_worker_gpus(rayjob)
     assert wanted not in (aws_worker_gpus(fewer_nodes), aws_worker_gpus(fewer_gpus), kuberay_worker_gpus(fewer_pods))
+
+
+# ---- the laptop, the network and the installs (ray up) ------------------------------------
+
+
+def test_the_laptop_gets_boto3_from_the_cluster_extra_and_its_lock(readme):
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert any(re.match(r"boto3\b", d) for d in project["optional-dependencies"]["cluster"])
+    lock = dict(line.split("#")[0].strip().split("==") for line in (REPO / "requirements-cluster.lock").read_text()
+                .splitlines() if "==" in line)
+    base = dict(line.split("#")[0].strip().split("==") for line in (REPO / "requirements.lock").read_text()
+                .splitlines() if "==" in line)
+    assert "boto3" in lock and "botocore" in lock
+    # The cluster lock is the base lock plus boto3's own dependencies, at the same versions.
+    assert {k: lock.get(k) for k in base} == base
+    makefile = (REPO / "Makefile").read_text()
+    assert "$(UV_COMPILE) --extra cluster -c requirements.lock -o requirements-cluster.lock" in makefile
+    assert "tools/install_locked.sh .venv requirements-cluster.lock" in readme
+
+
+def test_the_head_is_reachable_and_the_workers_go_out_through_a_nat(aws, readme):
+    provider = aws["provider"]
+    assert provider["use_internal_ips"] is True and provider["use_external_head_ip"] is True
+    (head_nic,) = head_type(aws)["node_config"]["NetworkInterfaces"]
+    assert head_nic["AssociatePublicIpAddress"] is True and head_nic["DeviceIndex"] == 0
+    worker_subnets = {nic["SubnetId"] for nic in worker_type(aws)["node_config"]["NetworkInterfaces"]}
+    assert len(worker_subnets) == 1 and head_nic["SubnetId"] not in worker_subnets
+    assert "PUBLIC" in head_nic["SubnetId"] and "PRIVATE" in worker_subnets.pop()
+    # The README builds that layout: the public route table to an internet gateway, the private one
+    # to a NAT gateway that lives in the public subnet.
+    commands = " ".join(shell_commands(readme))
+    assert re.search(r"create-route --route-table-id \$PUBLIC_RT .*--gateway-id \$IGW", commands)
+    assert re.search(r"create-nat-gateway --subnet-id \$PUBLIC ", commands)
+    assert re.search(r"create-route --route-table-id \$PRIVATE_RT .*--nat-gateway-id \$NAT", commands)
+    assert "associate-route-table --route-table-id $PRIVATE_RT --subnet-id $PRIVATE" in commands
+
+
+def test_setup_installs_the_uv_version_the_locks_were_made_with(aws):
+    makefile_uv = re.search(r'"uv==([\d.]+)"', (REPO / "Makefile").read_text()).group(1)
+    setup = "\n".join(aws["setup_commands"])
+    assert re.search(rf"https://astral\.sh/uv/{re.escape(makefile_uv)}/install\.sh", setup)
+
+
+def test_submitted_jobs_and_the_image_carry_the_git_folder_for_the_commit_tag(runtime_env):
+    from sa_train.tracking.code_version import GIT_COMMIT_ENV
+
+    assert uploaded(".git/HEAD", runtime_env["excludes"]), "the job upload must keep .git (git_commit tag)"
+    assert uploaded(".git/refs/heads/main", runtime_env["excludes"])
+    ignored = [line.strip() for line in (CLUSTER / "Dockerfile.dockerignore").read_text().splitlines()]
+    assert ".git" not in ignored and ".git/" not in ignored
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert f"ARG {GIT_COMMIT_ENV}" in dockerfile and f"ENV {GIT_COMMIT_ENV}=${{{GIT_COMMIT_ENV}}}" in dockerfile
+
+
+# ---- every command the README shows exists with those flags --------------------------------
+
+
+def shell_commands(text: str) -> list[str]:
+    """The commands of the README's ```bash blocks: continuations joined, comments dropped, split
+    at &&, || and ; (a command after `ray job submit ... --` stays with it)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = re.sub(r"(^|\s)#.*$", "", line).strip()
+            if line:
+                commands += [c.strip() for c in re.split(r"\s(?:&&|\|\||;)\s", line) if c.strip()]
+    return commands
+
+
+def sa_train_argv(words: list[str]) -> list[str] | None:
+    """The arguments after `sa-train` / `python -m sa_train`, or None for another program."""
+    if words[:1] == ["sa-train"]:
+        return words[1:]
+    if words[:3] == ["python", "-m", "sa_train"]:
+        return words[3:]
+    return None
+
+
+def click_command(group, words: list[str]):
+    command = group
+    while hasattr(command, "commands") and words and words[0] in command.commands:
+        command, words = command.commands[words[0]], words[1:]
+    return command, words
+
+
+def check_command(words: list[str]) -> str | None:
+    """What is wrong with one command line (None: it parses), for ray, mlflow and sa-train."""
+    import click
+    import mlflow.cli
+    from ray.scripts.scripts import cli as ray_cli
+
+    from sa_train.cli.main import build_parser
+
+    while words and re.match(r"^[A-Z_]+=", words[0]):  # VAR=value prefixes
+        words = words[1:]
+    words = [w for w in words if w != "&"]
+    argv = sa_train_argv(words)
+    if argv is not None:
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            return f"sa-train rejects {argv}"
+        return None
+    groups = {"ray": ray_cli, "mlflow": mlflow.cli.cli}
+    if not words or words[0] not in groups:
+        return None
+    command, rest = click_command(groups[words[0]], words[1:])
+    if command is groups[words[0]]:
+        return f"{words[0]} has no subcommand {rest[:1]}"
+    try:
+        ctx = command.make_context(" ".join(words[:2]), list(rest), resilient_parsing=False)
+    except click.ClickException as err:
+        return f"{' '.join(words[:3])}: {err.format_message()}"
+    entrypoint = ctx.params.get("entrypoint")
+    if entrypoint:  # ray job submit ... -- <entrypoint>: the entrypoint must parse as well
+        return check_command(list(entrypoint))
+    return None
+
+
+def test_every_ray_mlflow_and_sa_train_command_in_the_readme_exists_with_those_flags(readme, rayjob):
+    commands = shell_commands(readme)
+    checked = [c for c in commands if shlex.split(c)[0] in ("ray", "mlflow", "sa-train", "python")]
+    assert len(checked) >= 15, checked  # the README's launch, submit, follow and stop commands
+    problems = [f"{c}\n  -> {p}" for c in checked if (p := check_command(shlex.split(c)))]
+    assert not problems, "\n".join(problems)
+    # The RayJob's entrypoint too.
+    assert check_command(shlex.split(rayjob["spec"]["entrypoint"])) is None
+    # The submitted stages cover export and register with remote locations.
+    entrypoints = [submitted_entrypoint(c) for c in readme_submits(readme)]
+    assert any(" export s3://" in e and "--out s3://" in e for e in entrypoints)
+    assert any(" register s3://" in e for e in entrypoints)
+
+
+def test_the_command_check_catches_a_wrong_flag_or_subcommand():
+    assert check_command(shlex.split("ray job submit --adress http://x -- python -m sa_train plan c.yaml"))
+    assert check_command(shlex.split("ray job submit --address http://x -- python -m sa_train export run --outt d"))
+    assert check_command(shlex.split("ray upp cluster/aws.yaml"))
+    assert check_command(shlex.split("python -m sa_train generate m --prompt p --seconds 1 --out d")) is None

@@ -1,10 +1,14 @@
-"""`sa-train export RUN_OR_CHECKPOINT --out DIR [--format sat]`: portable safetensors weights and the
-resolved config, or a stable-audio-tools checkpoint (sa_train.interop.to_sat)."""
+"""`sa-train export RUN_OR_CHECKPOINT --out DIR [--format sat] [--register NAME]`: portable safetensors
+weights and the resolved config, or a stable-audio-tools checkpoint (sa_train.interop.to_sat); local
+folders or s3:// / gs:// URIs on either side. ``--register`` also logs the export as an MLflow model and
+registers it (`sa-train register`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from sa_train.cli.register import add_mlflow_arguments, log_and_register
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes config.yaml, model.safetensors (raw fp32), ema.safetensors and meta.json into --out; "
         "the result loads with no DeepSpeed and no Ray.",
     )
-    parser.add_argument("source", help="run folder (storage.path/<run name>) or one checkpoint folder (holds state.json)")
-    parser.add_argument("--out", required=True, help="folder to write the exported model into")
+    parser.add_argument("source", help="run folder (storage.path/<run name>) or one checkpoint folder (holds "
+                        "state.json); a local path or an s3:// / gs:// URI")
+    parser.add_argument("--out", required=True, help="folder or s3:// / gs:// URI to write the exported model into")
     parser.add_argument(
         "--format", default="sa_train", choices=["sa_train", "sat"],
         help="sa_train (default): this project's export; sat: a stable-audio-tools checkpoint (model.safetensors + "
@@ -25,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weights", default="ema", choices=["ema", "raw"],
         help="with --format sat: which weights to write (ema when the run kept one, else raw)",
     )
+    parser.add_argument("--register", metavar="NAME",
+                        help="also log the exported diffusion model as an MLflow model and register it as NAME, "
+                        "with lineage tags (see `sa-train register`)")
+    add_mlflow_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -45,7 +54,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported a stable-audio-tools checkpoint to {out}")
         return 0
 
-    out = export_checkpoint(args.source, args.out)
+    try:
+        out = export_checkpoint(args.source, args.out)
+    except ValueError as err:
+        print(f"sa-train export: {err}", file=sys.stderr)
+        return 2
     exported = load_exported(out, weights="raw")  # prove it loads strictly before saying it worked
     print(f"exported {exported.meta['stage']} model (step {exported.meta['step']}, identity {exported.identity}) to {out}")
+    if args.register:
+        return log_and_register(str(out), args.register, args.mlflow_run_id, args.tracking_uri)
     return 0

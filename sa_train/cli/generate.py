@@ -1,10 +1,14 @@
-"""`sa-train generate MODEL --prompt ... --seconds ...`: WAV files from an exported diffusion model."""
+"""`sa-train generate MODEL --prompt ... --seconds ...`: WAV files from an exported diffusion model.
+
+MODEL, --prompts-file and --out may be local paths or s3:// / gs:// URIs: a remote model is
+downloaded to a temporary folder, and remote output is written locally first, then uploaded."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -16,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes one WAV per prompt (trimmed to --seconds unless --full-window) and a manifest.jsonl "
         "with prompts and requested durations, ready for `sa-train evaluate`.",
     )
-    parser.add_argument("model", help="exported diffusion model folder (sa-train export)")
+    parser.add_argument("model", help="exported diffusion model (sa-train export): a folder or an s3:// / gs:// URI")
     parser.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
-    parser.add_argument("--prompts-file", help="text file with one prompt per line, or JSONL with prompt/seconds_total")
+    parser.add_argument("--prompts-file", help="text file (path or URI) with one prompt per line, or JSONL with prompt/seconds_total")
     parser.add_argument("--seconds", type=float, action="append", default=[],
                         help="seconds_total per prompt (repeat; one value applies to all)")
     parser.add_argument("--seconds-start", type=float, default=0.0, help="seconds_start conditioning (default 0)")
@@ -33,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="load weights that do not match the model's config (missing ones keep their initial "
                         "values); every missing and unexpected key is logged")
     parser.add_argument("--device", default="auto", help="torch device; 'auto' = cuda when available, else cpu")
-    parser.add_argument("--out", required=True, help="folder for the WAV files and manifest.jsonl")
+    parser.add_argument("--out", required=True, help="folder or s3:// / gs:// URI for the WAV files and manifest.jsonl")
     parser.set_defaults(func=run)
 
 
@@ -41,7 +45,7 @@ def read_requests(args: argparse.Namespace) -> list[tuple[str, float]]:
     prompts = list(args.prompt)
     seconds = list(args.seconds)
     if args.prompts_file:
-        for line in Path(args.prompts_file).read_text().splitlines():
+        for line in _read_text(args.prompts_file).splitlines():
             if not line.strip():
                 continue
             if line.lstrip().startswith("{"):
@@ -61,7 +65,32 @@ def read_requests(args: argparse.Namespace) -> list[tuple[str, float]]:
     return list(zip(prompts, seconds))
 
 
+def _read_text(location: str) -> str:
+    if "://" not in location:
+        return Path(location).read_text()
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    if "://" not in args.out:
+        return _generate(args, Path(args.out))
+    from sa_train.export import upload_folder
+
+    with tempfile.TemporaryDirectory(prefix="sa_train_generated_") as tmp:
+        code = _generate(args, Path(tmp))
+        if code == 0:
+            upload_folder(tmp, args.out)
+            print(f"uploaded them to {args.out}")
+        return code
+
+
+def _generate(args: argparse.Namespace, out: Path) -> int:
     import dataclasses
 
     from tqdm import tqdm
@@ -72,14 +101,17 @@ def run(args: argparse.Namespace) -> int:
 
     requests = read_requests(args)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    generator = Generator.from_exported(args.model, device=device, weights=args.weights,
-                                        allow_mismatch=args.allow_mismatch)
+    try:
+        generator = Generator.from_exported(args.model, device=device, weights=args.weights,
+                                            allow_mismatch=args.allow_mismatch)
+    except ValueError as err:
+        print(f"sa-train generate: {err}", file=sys.stderr)
+        return 2
     sampling = generator.cfg.model.sampling
     changes = {k: v for k, v in {"steps": args.steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale,
                                  "seed": args.seed}.items() if v is not None}
     sampling = dataclasses.replace(sampling, **changes)
     max_seconds = generator.cfg.data.window_samples / generator.cfg.data.sample_rate
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     bar = tqdm(total=len(requests) * sampling.steps, desc="sampling", unit="step", disable=None)

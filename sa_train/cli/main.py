@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "sa_train.cli.sweep",
     "sa_train.cli.encode",
     "sa_train.cli.export",
+    "sa_train.cli.register",
     "sa_train.cli.import_sat",
     "sa_train.cli.generate",
     "sa_train.cli.evaluate",

@@ -60,9 +60,10 @@ class TrialResourcesConfig:
     """What one trial holds besides its Ray Train workers (those come from the experiment's
     distributed section: num_workers x cpus_per_worker / gpus_per_worker)."""
 
-    driver_cpus: float = param(1.0, "CPUs of the trial's driver, which launches training, then generates and "
-                                    "evaluates clips", min=0)
-    driver_gpus: float = param(0.0, "GPUs of the trial's driver, for generating the evaluation clips", min=0)
+    driver_cpus: float = param(1.0, "CPUs of the trial's driver, which launches training, then waits for its "
+                                    "evaluation task (evaluation.cpus / evaluation.gpus)", min=0)
+    driver_gpus: float = param(0.0, "GPUs of the trial's driver; the evaluation does not use them (it runs in a task "
+                                    "of its own, evaluation.gpus)", min=0)
     data_cpus: float = param(1.0, "CPUs left free per trial for its Ray Data tasks (decoding, cropping audio)", min=0)
 
 
@@ -89,6 +90,10 @@ class SweepEvaluationConfig:
     sampler_steps: Optional[int] = param(None, "sampler steps of the evaluation clips; default: model.sampling.steps",
                                          min=1)
     seed: int = param(0, "seed of the evaluation clips' noise (the same for every trial)")
+    cpus: float = param(1.0, "CPUs of each trial's evaluation task, which generates and scores the clips after the "
+                             "trial's training has released its workers", min=0)
+    gpus: float = param(1.0, "GPUs of each trial's evaluation task when the trials train on GPUs (at most what one "
+                             "trial's workers held); on a CPU-only sweep it runs on CPUs", min=0)
 
 
 @dataclass

@@ -4,7 +4,8 @@ Ray 2.60 (Train V2) drives Train from Tune this way: the function builds and fit
 (here through :func:`sa_train.training.launcher.launch`) with a TuneReportCallback in the
 trainer's RunConfig. The callback forwards what the workers report at each checkpoint (step, loss,
 checkpoint_path) to Tune as intermediate results, which is what ASHA compares. When fit() returns,
-the function evaluates the exported model and reports the final metrics with ``tune.report``, as
+the function has the exported model evaluated in a Ray task of its own (on a GPU when the trials
+train on GPUs: sa_train.sweep.evaluation_task) and reports the final metrics with ``tune.report``, as
 the trial's last result; only results with ``sweep_finished = 1`` are complete trials.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -85,7 +85,7 @@ def run_trial(context: TrialContext, tune_config: dict, launch: Optional[Callabl
 
     final: dict[str, Any] = {k: result.metrics[k] for k in ("step", "loss") if k in result.metrics}
     if context.evaluation.enabled:
-        final.update(_evaluate(context, result, final.get("step", 0)))
+        final.update(_evaluate(context, cfg, result, final.get("step", 0)))
     final.update({FINISHED_KEY: 1, "run_name": run_name, "mlflow_run_id": result.mlflow_run_id or "",
                   "exported": result.exported or "", "run_dir": result.run_dir})
     tune.report(final)
@@ -111,18 +111,22 @@ def _leaf_values(dims: Sequence[SearchDimension], values: dict) -> dict[str, Any
     return {key: v for d in dims for key, v in d.leaves(values[d.key])}
 
 
-def _evaluate(context: TrialContext, result, step: int) -> dict[str, float]:
-    from sa_train.sweep.evaluation import evaluate_trial
+def _evaluate(context: TrialContext, cfg, result, step: int) -> dict[str, float]:
+    """Generation and scoring in a Ray task of their own (sa_train.sweep.evaluation_task), on a GPU
+    when the trials train on GPUs, once training has released its workers; this driver waits."""
+    import ray
+
+    from sa_train.sweep.evaluation_task import EvaluationTask, run_evaluation_task
+    from sa_train.sweep.resources import uses_gpu
 
     if not result.exported:
         raise RuntimeError(f"run {result.run_name} exported no model, so it cannot be evaluated")
-    local = "://" not in result.run_dir
-    out_dir = Path(result.run_dir) / "evaluation" if local else Path(tempfile.mkdtemp(prefix="sa_train_eval_"))
-    metrics = evaluate_trial(result.exported, context.evaluation, out_dir, context.cache_dir)
+    task = EvaluationTask(
+        run_name=result.run_name, exported=result.exported, run_dir=result.run_dir, evaluation=context.evaluation,
+        step=int(step or 0), workdir=context.workdir, cache_dir=context.cache_dir,
+        tracking_uri=context.tracking_uri, mlflow_run_id=result.mlflow_run_id,
+    )
+    metrics = run_evaluation_task(task, gpu=uses_gpu(cfg.distributed.device, ray.cluster_resources()))
     logger.info("trial %s evaluation: %s", result.run_name,
                 ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-    if context.tracking_uri and result.mlflow_run_id:
-        from sa_train.sweep.tracking import log_evaluation
-
-        log_evaluation(context.tracking_uri, result.mlflow_run_id, metrics, int(step or 0), out_dir)
     return metrics
