@@ -77,7 +77,8 @@ def all_option_strings(parser: argparse.ArgumentParser) -> set[str]:
 
 # Flags of other programs that sa_train's messages quote (mlflow ui, ray, pip, pytest).
 OTHER_PROGRAMS_FLAGS = {"--backend-store-uri", "--address", "--working-dir", "--head", "--no-deps",
-                        "--no-build-isolation", "--node-ip-address", "--dashboard-host", "--port"}
+                        "--no-build-isolation", "--node-ip-address", "--dashboard-host", "--port",
+                        "--local-dir"}  # --local-dir: `hf download` (huggingface_hub)
 
 
 def test_every_flag_a_message_tells_the_user_to_pass_exists():
