@@ -28,3 +28,23 @@ def ray_session(tmp_path_factory):
     yield ray
     ray.shutdown()
     patch.undo()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def spawn_ranks():
+    """``spawn_ranks(worker, nprocs, *args)`` runs ``worker(rank, port, *args)`` in ``nprocs``
+    spawned processes (a free local port for their gloo group) and waits for all of them."""
+    import torch.multiprocessing as mp
+
+    def run(worker, nprocs: int, *args) -> None:
+        mp.start_processes(worker, args=(_free_port(), *args), nprocs=nprocs, join=True, start_method="spawn")
+
+    return run

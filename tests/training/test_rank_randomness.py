@@ -7,12 +7,10 @@ engine (ZeRO-2), exactly as a Ray Train worker does, minus Ray.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from sa_train.training.random_streams import RandomStreams, stream_seed
 
@@ -121,12 +119,9 @@ def worker(rank: int, port: int, folder: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_rank_draws(tmp_path_factory):
+def two_rank_draws(tmp_path_factory, spawn_ranks):
     folder = tmp_path_factory.mktemp("ranks")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(worker, args=(port, str(folder)), nprocs=WORLD, join=True, start_method="spawn")
+    spawn_ranks(worker, WORLD, str(folder))
     return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

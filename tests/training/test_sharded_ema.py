@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 WORLD = 2
 MICRO = 2
@@ -161,12 +159,9 @@ def worker(rank: int, port: int, folder: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def ranks(tmp_path_factory, spawn_ranks):
     folder = tmp_path_factory.mktemp("ema")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(worker, args=(port, str(folder)), nprocs=WORLD, join=True, start_method="spawn")
+    spawn_ranks(worker, WORLD, str(folder))
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)], folder
 
 
@@ -353,8 +348,5 @@ def check_one_worker(stage: int, tmp_path: Path) -> None:
         reloaded.load_file(tmp_path / "partial.safetensors")
 
 
-def test_one_worker_ema_tracks_weights_and_buffers_and_reloads_from_its_file(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(one_worker, args=(port, str(tmp_path)), nprocs=1, join=True, start_method="spawn")
+def test_one_worker_ema_tracks_weights_and_buffers_and_reloads_from_its_file(tmp_path, spawn_ranks):
+    spawn_ranks(one_worker, 1, str(tmp_path))
