@@ -1,6 +1,6 @@
 """`make bench`: the benchmarks, one after another; each prints its table and appends to RESULTS.md.
 
-The CPU set takes about 10 minutes on 2 cores. bench_gpu runs last: on a machine without a GPU it
+The CPU set takes about 13 minutes on 2 cores. bench_gpu runs last: on a machine without a GPU it
 only prints "no GPU: ..."; on a GPU machine it measures the paper's U-Net (a few minutes more).
 A benchmark that fails is reported and the others still run; the exit status is then 1.
 """
@@ -14,6 +14,8 @@ import time
 from benchmarks import (
     bench_attention,
     bench_data,
+    bench_ema,
+    bench_embedders,
     bench_gpu,
     bench_orchestration,
     bench_samplers,
@@ -30,6 +32,8 @@ BENCHMARKS = (
     ("zero memory", bench_zero_memory),
     ("samplers", bench_samplers),
     ("scaling", bench_scaling),
+    ("ema", bench_ema),
+    ("embedders", bench_embedders),
     ("gpu", bench_gpu),
 )
 
