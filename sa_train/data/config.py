@@ -51,5 +51,19 @@ class DataConfig:
         min=0,
     )
     latent_shard_size: int = param(256, "examples per latent shard written by sa-train encode", min=1)
+    manifest_reader: str = param(
+        "auto",
+        "how manifests are read: 'driver' (every row into the driver: small corpora), 'ray_data' (Ray Data read "
+        "tasks; the driver checks only the columns and holds block references: large corpora), 'auto' = ray_data "
+        "when every source is a manifest and one is Parquet, remote or over 8 MiB",
+        choices=["auto", "driver", "ray_data"],
+    )
+    shuffle_buffer_files: int = param(
+        16384,
+        "files mixed by the local shuffle buffer of a manifest read through Ray Data: each epoch visits the "
+        "manifest's blocks in a new order and shuffles the files within each window of this many; a smaller "
+        "manifest is shuffled whole",
+        min=2,
+    )
     read_parallelism: int = param(0, "Ray Data tasks that decode audio; 0 = Ray decides", min=0)
     prefetch_batches: int = param(2, "batches prefetched per worker", min=0)

@@ -46,10 +46,12 @@ from sa_train.data.latents import (
     LatentFormatError,
     ShardStore,
     read_shard_metadata,
+    read_shard_metadatas,
     shard_metadata,
     shard_name,
 )
-from sa_train.data.pipeline import load_records, resolve_table
+from sa_train.data.manifest import CatalogColumn, ManifestCatalog
+from sa_train.data.pipeline import load_files, resolve_table
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,10 @@ class DecodedRows(Sequence):
     """Files decoded on access into encode rows: each whole, padded with silence to ``window``."""
 
     def __init__(self, paths: Sequence[str], prompts: Sequence[str], cfg: DataConfig, window: int) -> None:
-        self.paths, self.prompts, self.cfg, self.window = list(paths), list(prompts), cfg, window
+        # Sequences are kept as given: a large manifest's columns fetch their blocks on access.
+        self.paths = paths if isinstance(paths, CatalogColumn) else list(paths)
+        self.prompts = prompts if isinstance(prompts, CatalogColumn) else list(prompts)
+        self.cfg, self.window = cfg, window
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -261,6 +266,8 @@ class _ShardEncoder:
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.encode_fn = encoder_factory(self.device)
         table = resolve_table(table)
+        if isinstance(table, ManifestCatalog):  # block references: each actor fetches its shards' blocks
+            table = {"paths": CatalogColumn(table, "path"), "prompts": CatalogColumn(table, "prompt")}
         self.rows = DecodedRows(table["paths"], table["prompts"], cfg, encode_window(cfg, downsampling))
         self.kwargs = dict(
             identity=identity, out_dir=out, shard_size=shard_size, downsampling=downsampling,
@@ -310,10 +317,11 @@ def run_encode(
     window = encode_window(cfg, downsampling)
     chunk = encode_chunk_frames(cfg, downsampling)
     context = DEFAULT_CONTEXT_FRAMES if context_frames is None else context_frames
-    records = load_records(cfg)
+    records = load_files(cfg)  # a large manifest: block references, read through Ray Data
     store = ShardStore(out)
     count = math.ceil(len(records) / cfg.latent_shard_size)
-    done = {k for k in range(count) if store.exists(shard_name(k))}
+    existing = set(store.list_shards())  # one listing, not a request per shard
+    done = {k for k in range(count) if shard_name(k) in existing}
     for k in sorted(done):
         check_existing_shard(store, shard_name(k), identity)
     pending = [k for k in range(count) if k not in done]
@@ -326,7 +334,10 @@ def run_encode(
         gpus = int(ray.cluster_resources().get("GPU", 0))
         resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
         size = num_actors or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)))
-        table = ray.put({"paths": [r.path for r in records], "prompts": [r.prompt for r in records]})
+        if isinstance(records, ManifestCatalog):
+            table = records
+        else:
+            table = ray.put({"paths": [r.path for r in records], "prompts": [r.prompt for r in records]})
         ds = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))
         ds = ds.map_batches(
             _ShardEncoder,
@@ -351,7 +362,7 @@ def run_encode(
                 part.examples.setdefault(reason, []).append(BadFile(path, reason, detail))
             summary.bad_files.merge(part)
     names = [shard_name(k) for k in range(count)]
-    metas = [read_shard_metadata(store, n) for n in names]
+    metas = read_shard_metadatas(store, names)
     index = {
         "format_version": FORMAT_VERSION, "autoencoder_identity": identity, "downsampling": downsampling,
         "sample_rate": cfg.sample_rate, "encode_window_samples": window, "encode_chunk_frames": chunk,

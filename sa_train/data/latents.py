@@ -43,11 +43,16 @@ import numpy as np
 
 from sa_train.data.batch import LATENTS, PADDING_MASK, PATH, PROMPT, SECONDS_START, SECONDS_TOTAL, AudioBatch
 from sa_train.data.config import DataConfig
-from sa_train.data.pipeline import epoch_order, example_rng
+from sa_train.data.pipeline import MAX_STREAM_BLOCKS, epoch_order, example_rng
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
+# Examples per Ray Data block of the latent stream. A task reads a whole shard (256 files by
+# default) but emits it in blocks this small, so streaming_split deals one shard's examples out to
+# many ranks: every rank has data once the first few shards are read, and a rank's batches come from
+# many shards, instead of one rank training on one shard for 256 / micro-batch steps.
+LATENT_BLOCK_EXAMPLES = 16
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".npz"
 INDEX_NAME = "index.json"
@@ -184,6 +189,17 @@ def read_shard_metadata(store: ShardStore, name: str) -> dict[str, Any]:
             source.close()
 
 
+def read_shard_metadatas(store: ShardStore, names: list[str]) -> list[dict[str, Any]]:
+    """:func:`read_shard_metadata` of every shard; a remote folder's are read 32 at a time (each
+    is a few small ranged reads, latency-bound: 3,000 shards in turn take minutes)."""
+    if not store.remote or len(names) < 2:
+        return [read_shard_metadata(store, name) for name in names]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(lambda name: read_shard_metadata(store, name), names))
+
+
 def validate_shards(location: str, identity: Optional[str]) -> tuple[list[str], dict[str, Any]]:
     """Check every shard's format version and autoencoder identity; returns (names, metadata).
 
@@ -197,8 +213,7 @@ def validate_shards(location: str, identity: Optional[str]) -> tuple[list[str], 
             f"data.latents={location!r} holds no latent shards ({SHARD_PREFIX}*{SHARD_SUFFIX}); run `sa-train encode` first"
         )
     metas = []
-    for name in names:
-        meta = read_shard_metadata(store, name)
+    for name, meta in zip(names, read_shard_metadatas(store, names)):
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
             raise LatentFormatError(
@@ -349,7 +364,7 @@ def _load_latent_batch(batch, location, names, window_frames, seed, shuffle, cro
 
 
 def build_latent_dataset(cfg: DataConfig, identity: str, seed: int, *, epochs: int = 1, shuffle: bool = True,
-                         start_board: Optional[str] = None):
+                         start_board: Optional[str] = None, block_examples: int = LATENT_BLOCK_EXAMPLES):
     """A Ray Data dataset of random latent crops from ``cfg.latents``.
 
     ``start_board``: the run board (:mod:`sa_train.training.run_board`); a resumed run starts at
@@ -359,7 +374,8 @@ def build_latent_dataset(cfg: DataConfig, identity: str, seed: int, *, epochs: i
     Rows: ``latents: (latent_channels, window_samples / downsampling) float16``,
     ``padding_mask: (frames,) bool``, ``prompt``, ``seconds_start`` (of the crop),
     ``seconds_total``, ``path``. Each epoch visits the shards in a new order and draws a new crop
-    of every file (``data.crop``), as the audio path does.
+    of every file (``data.crop``), as the audio path does. Each shard leaves its read task in
+    blocks of ``block_examples`` (:data:`LATENT_BLOCK_EXAMPLES`), so the ranks share every shard.
     Raises :class:`LatentFormatError` if a shard's version or autoencoder identity differs.
     """
     import ray.data
@@ -371,8 +387,10 @@ def build_latent_dataset(cfg: DataConfig, identity: str, seed: int, *, epochs: i
     names, meta = validate_shards(cfg.latents, identity)
     window_frames = window_frames_for(cfg, meta, cfg.latents)
     ensure_ray()
-    logger.info("latent dataset: %d shards x %d epochs, %d frames per window", len(names), epochs, window_frames)
-    return ray.data.range(len(names) * epochs, override_num_blocks=min(len(names) * epochs, 10_000)).map_batches(
+    logger.info("latent dataset: %d shards x %d epochs, %d frames per window, blocks of %d examples", len(names),
+                epochs, window_frames, block_examples)
+    shards = ray.data.range(len(names) * epochs, override_num_blocks=min(len(names) * epochs, MAX_STREAM_BLOCKS))
+    return shards.map_batches(
         _load_latent_batch,
         batch_size=1,
         batch_format="numpy",
@@ -388,7 +406,7 @@ def build_latent_dataset(cfg: DataConfig, identity: str, seed: int, *, epochs: i
             "start_board": start_board,
             "examples_per_epoch": meta["total_examples"],
         },
-    )
+    ).repartition(target_num_rows_per_block=block_examples)  # fused into the read task: a split, not a shuffle
 
 
 def iter_local_latent_batches(

@@ -22,13 +22,18 @@ Decoding runs in Ray Data tasks (one CPU each) wherever the cluster has free CPU
 included, so GPU nodes are not the only decoders; ``data.read_parallelism`` caps their number. Bad files are dropped from the stream and counted in the shared tally
 (:mod:`sa_train.data.bad_files`); above ``data.max_bad_fraction`` the decode tasks fail the
 pipeline with :class:`~sa_train.data.bad_files.BadDataError`.
+
+A large manifest (``data.manifest_reader``, :mod:`sa_train.data.manifest`) is not collected on the
+driver: its rows are read by Ray Data into blocks in the object store, the decode tasks fetch the
+blocks they need, and the per-epoch order is a local shuffle buffer over those blocks
+(:class:`~sa_train.data.manifest.ShuffleWindows`) instead of one permutation of every file.
 """
 
 from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -37,6 +42,7 @@ from sa_train.data.bad_files import MIN_FILES_FOR_LIMIT, BadFileCounter, create_
 from sa_train.data.batch import AUDIO, PADDING_MASK, PATH, PROMPT, SECONDS_START, SECONDS_TOTAL, AudioBatch
 from sa_train.data.config import DataConfig
 from sa_train.data.decode import BadFile, Example, read_window
+from sa_train.data.manifest import ManifestCatalog, ShuffleWindows, lookup, read_catalog, use_ray_data
 from sa_train.data.sources import AudioRecord, collect_records, with_prompts
 
 logger = logging.getLogger(__name__)
@@ -44,6 +50,14 @@ logger = logging.getLogger(__name__)
 # Files decoded per Ray Data batch: small, so a batch of 95 s stereo windows stays ~270 MB and
 # bad-file counts reach the tally often.
 DECODE_BATCH_SIZE = 8
+# Blocks of a stream at most. Ray Data plans every block before the first row flows (about 1.6 ms
+# each on a busy 2-core machine: 20,000 blocks cost 33 s before the first batch); 2,048 still gives
+# each CPU of an 8 x 96-CPU cluster more than two tasks.
+MAX_STREAM_BLOCKS = 2048
+# Examples per block leaving a decode task. Ray Data would otherwise fill 128 MB blocks (over 200
+# examples of a short window) before the first one leaves: small blocks reach training sooner and
+# are dealt out to every rank by streaming_split.
+STREAM_BLOCK_EXAMPLES = 16
 
 
 def load_records(cfg: DataConfig) -> list[AudioRecord]:
@@ -56,6 +70,15 @@ def load_records(cfg: DataConfig) -> list[AudioRecord]:
     if not records:
         raise ConfigError(f"data.sources={cfg.sources} holds no audio files; check the paths and extensions")
     return with_prompts(records, cfg.prompt_template)
+
+
+def load_files(cfg: DataConfig) -> Union[list[AudioRecord], ManifestCatalog]:
+    """The files of ``data.sources``: records on the driver (folders, small manifests), or a
+    :class:`ManifestCatalog` read through Ray Data (large, remote or Parquet manifests; see
+    ``data.manifest_reader``). Either fails here, before training, on a bad source or template."""
+    if cfg.sources and use_ray_data(cfg.sources, cfg.manifest_reader):
+        return read_catalog(cfg.sources, cfg.prompt_template, cfg.shuffle_buffer_files)
+    return load_records(cfg)
 
 
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -177,11 +200,51 @@ def _decode_batch(
     """Ray Data map_batches function: stream row ids in, decoded examples out. With
     ``start_board``, rows are shifted by the run board's data start (the examples a resumed run
     has already seen), so a resumed run continues the stream instead of replaying it."""
-    import ray
-
     table = resolve_table(table)
     rows = batch["id"] + data_start(start_board)
     columns, counter = decode_rows(rows, table["paths"], table["prompts"], cfg, seed, shuffle)
+    report_counts(counter, tally, cfg, min_files)
+    return columns
+
+
+@lru_cache(maxsize=4)
+def _shuffle_windows(block_rows: tuple, window_files: int, seed: int, shuffle: bool) -> ShuffleWindows:
+    return ShuffleWindows(block_rows, window_files, seed, shuffle)
+
+
+def _decode_manifest_batch(
+    batch: dict[str, np.ndarray],
+    blocks: list,
+    block_rows: tuple,
+    cfg: DataConfig,
+    seed: int,
+    shuffle: bool,
+    tally: Any,
+    min_files: int,
+    start_board: Optional[str] = None,
+) -> dict[str, np.ndarray]:
+    """:func:`_decode_batch` for a :class:`ManifestCatalog`: each row's file comes from the
+    shuffle windows and the one catalog block holding it."""
+    windows = _shuffle_windows(block_rows, cfg.shuffle_buffer_files, seed, shuffle)
+    rows = batch["id"] + data_start(start_board)
+    counter = BadFileCounter(log_examples=False)
+    buffer = BatchBuffer(cfg, len(rows))
+    for row in rows:
+        epoch, index, path, prompt = lookup(blocks, windows, int(row))
+        result = read_window(path, cfg, example_rng(seed, epoch, index), out=buffer.slot())
+        if isinstance(result, BadFile):
+            counter.add_bad(result)
+        else:
+            counter.add_good()
+            buffer.commit(result, prompt)
+    report_counts(counter, tally, cfg, min_files)
+    return buffer.columns()
+
+
+def report_counts(counter: BadFileCounter, tally: Any, cfg: DataConfig, min_files: int) -> None:
+    """Add a decode batch's counts to the shared tally; raise BadDataError once it is over the limit."""
+    import ray
+
     verdict = tally.add.remote(counter, cfg.max_bad_fraction, min_files)
     # A batch with bad files waits for the tally's verdict; a clean one does not (waiting cost
     # ~6% of decode time), and its verdict is read by a later batch of this worker instead.
@@ -194,7 +257,6 @@ def _decode_batch(
         _PENDING_VERDICTS.remove(ref)
     if any(ray.get(ready)):
         ray.get(tally.snapshot.remote()).check(cfg.max_bad_fraction, min_files)
-    return columns
 
 
 def data_start(board_name: Optional[str]) -> int:
@@ -216,7 +278,7 @@ def build_audio_dataset(
     epochs: int = 1,
     shuffle: bool = True,
     tally: Any = None,
-    records: Optional[list[AudioRecord]] = None,
+    records: Union[list[AudioRecord], ManifestCatalog, None] = None,
     start_board: Optional[str] = None,
 ):
     """A Ray Data dataset of decoded, cropped training examples.
@@ -228,7 +290,8 @@ def build_audio_dataset(
         shuffle: permute the files per epoch (else file order).
         tally: the bad-file tally actor (:func:`create_bad_file_tally`) the trainer reads for
             metrics; a private one is created when None (the limit still applies).
-        records: the files, when the caller already collected them (default: ``data.sources``).
+        records: the files, when the caller already collected them (default: :func:`load_files`
+            of ``data.sources``): records, or a manifest catalog read through Ray Data.
         start_board: name of the run board (:mod:`sa_train.training.run_board`) whose data start
             shifts the stream when a pass begins (a resumed run skips what it has seen).
 
@@ -244,24 +307,28 @@ def build_audio_dataset(
 
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be at least 1")
-    records = records if records is not None else load_records(cfg)
+    records = records if records is not None else load_files(cfg)
     ensure_ray()
     tally = tally if tally is not None else create_bad_file_tally()
-    table = ray.put({"paths": [r.path for r in records], "prompts": [r.prompt for r in records]})
+    if isinstance(records, ManifestCatalog):  # block references only: no list of files in any task
+        decode, files = _decode_manifest_batch, {"blocks": list(records.blocks), "block_rows": tuple(records.block_rows)}
+    else:
+        table = ray.put({"paths": [r.path for r in records], "prompts": [r.prompt for r in records]})
+        decode, files = _decode_batch, {"table": table}
     total_rows = len(records) * epochs
-    blocks = int(min(max(1, total_rows // (DECODE_BATCH_SIZE * 4)), 20_000))
+    blocks = int(min(max(1, total_rows // (DECODE_BATCH_SIZE * 4)), MAX_STREAM_BLOCKS))
     compute = ray.data.TaskPoolStrategy(size=cfg.read_parallelism) if cfg.read_parallelism else None
     logger.info(
         "audio dataset: %d files x %d epochs = %d examples in %d blocks", len(records), epochs, total_rows, blocks
     )
-    return ray.data.range(total_rows, override_num_blocks=blocks).map_batches(
-        _decode_batch,
+    stream = ray.data.range(total_rows, override_num_blocks=blocks).map_batches(
+        decode,
         batch_size=DECODE_BATCH_SIZE,
         batch_format="numpy",
         compute=compute,
         num_cpus=1,
         fn_kwargs={
-            "table": table,
+            **files,
             "cfg": cfg,
             "seed": seed,
             "shuffle": shuffle,
@@ -270,6 +337,9 @@ def build_audio_dataset(
             "start_board": start_board,
         },
     )
+    if STREAM_BLOCK_EXAMPLES:  # fused into the decode task: a split only, no data moves
+        stream = stream.repartition(target_num_rows_per_block=STREAM_BLOCK_EXAMPLES)
+    return stream
 
 
 def iter_local_batches(

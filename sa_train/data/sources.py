@@ -5,13 +5,16 @@ A source is one of:
 - a local folder, scanned recursively for every extension soundfile can decode; a caption comes
   from a sidecar beside each file (``x.txt`` holds the caption, ``x.json`` holds ``caption`` and
   any other fields);
-- a manifest, ``.jsonl`` or ``.csv``, one file per row with ``path`` (relative paths are
-  resolved against the manifest's folder), ``caption`` and any other fields;
+- a manifest, ``.jsonl``, ``.csv`` or ``.parquet``, one file per row with ``path`` (relative
+  paths are resolved against the manifest's folder), ``caption`` and any other fields;
 - either of the above behind a URI (``s3://``, ``gs://``, ``file://`` or any fsspec protocol),
-  listed and opened through a pyarrow filesystem so files are streamed, never copied first.
+  listed and opened through a pyarrow filesystem so files are streamed, never copied first;
+  remote audio is opened through a read buffer (:data:`REMOTE_READ_BUFFER`), so a decoder's
+  small reads become a few large ranged requests.
 
 Every file becomes an :class:`AudioRecord`; :func:`build_prompt` fills the prompt template from
-its caption and fields.
+its caption and fields. Large manifests are not read here but through Ray Data
+(:mod:`sa_train.data.manifest`); this module's readers hold every record in one process.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import os
 import posixpath
 import string
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, BinaryIO, Iterable, Optional
@@ -31,8 +35,13 @@ import soundfile
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_SUFFIXES = (".jsonl", ".csv")
+MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 CAPTION_KEY = "caption"
+# Bytes fetched per read of a remote audio file: one ranged request serves many of a decoder's
+# small reads (libsndfile reads a few KB at a time), without fetching a whole long file.
+REMOTE_READ_BUFFER = 1 << 20
+# Sidecars of a remote folder read at once: each is one small request, dominated by latency.
+SIDECAR_READERS = 32
 
 # Extensions of each soundfile (libsndfile) major format. Opus lives in an Ogg container.
 _FORMAT_EXTENSIONS = {
@@ -130,16 +139,57 @@ def _uri_filesystem(scheme: str, authority: str):
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs_spec)), fs_spec.unstrip_protocol, fs_spec._strip_protocol
 
 
+class _RemoteRaw(io.RawIOBase):
+    """A pyarrow random-access file as a raw stream, for :class:`io.BufferedReader`."""
+
+    def __init__(self, native) -> None:
+        self._native = native
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._native.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._native.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._native.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._native.close()
+        super().close()
+
+
+class RemoteAudioFile(io.BufferedReader):
+    """A remote file read through a buffer of :data:`REMOTE_READ_BUFFER` bytes: each refill is one
+    ranged request, and seeks inside the buffer cost nothing."""
+
+    def __init__(self, native, buffer_size: int = REMOTE_READ_BUFFER) -> None:
+        self._size = native.size()
+        super().__init__(_RemoteRaw(native), buffer_size=buffer_size)
+
+    def size(self) -> int:
+        return self._size
+
+
 def open_audio(location: str) -> str | BinaryIO:
-    """Something soundfile can open: a local path as is, a URI as a seekable remote file.
+    """Something soundfile can open: a local path as is, a URI as a seekable buffered remote file.
 
     Remote files are opened random-access, so soundfile's seeks become ranged reads and only the
-    decoded window travels over the network.
+    decoded window (rounded up to the read buffer) travels over the network.
     """
     if not is_uri(location):
         return location
     filesystem, inner, _ = _filesystem(location)
-    return filesystem.open_input_file(inner)
+    return RemoteAudioFile(filesystem.open_input_file(inner))
 
 
 def read_text(location: str) -> str:
@@ -181,8 +231,9 @@ def scan_folder(location: str) -> list[AudioRecord]:
         raise ValueError(f"data source {location!r} is not a folder, a .jsonl/.csv manifest or an audio file")
     entries = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
     files = {e.path for e in entries if e.type == pafs.FileType.File}
-    records = []
-    for path in sorted(p for p in files if is_audio_path(p)):
+    audio = sorted(p for p in files if is_audio_path(p))
+
+    def record(path: str) -> AudioRecord:
         stem = posixpath.splitext(path)[0]
         caption, fields = None, {}
         if stem + ".json" in files:
@@ -190,7 +241,20 @@ def scan_folder(location: str) -> list[AudioRecord]:
             caption = fields.pop(CAPTION_KEY, None)
         elif stem + ".txt" in files:
             caption = read_text(to_location(stem + ".txt")).strip() or None
-        records.append(AudioRecord(path=to_location(path), caption=caption, fields=fields))
+        return AudioRecord(path=to_location(path), caption=caption, fields=fields)
+
+    if is_uri(location) and len(audio) > 1:
+        # One request per sidecar: read many at once (latency-bound), in the same order.
+        with ThreadPoolExecutor(max_workers=SIDECAR_READERS) as pool:
+            records = list(pool.map(record, audio))
+        if len(audio) > 10_000:
+            logger.warning(
+                "data source %s: %d files captioned from sidecars, read on this driver; for a large corpus write a "
+                "manifest once (`sa-train data check %s --out manifest.jsonl`) and train from it", location,
+                len(audio), location,
+            )
+    else:
+        records = [record(path) for path in audio]
     if not records:
         logger.warning("no audio files (%s) under %s", ", ".join(sorted(audio_extensions())), location)
     return records
@@ -210,8 +274,23 @@ def _read_json_sidecar(location: str) -> dict[str, Any]:
 # Manifests
 
 
+def read_parquet_rows(location: str) -> list[dict[str, Any]]:
+    """Every row of a Parquet manifest as a dict (nulls as None, as in JSON)."""
+    import pyarrow.parquet as pq
+
+    filesystem, inner, _ = _filesystem(location)
+    try:
+        return pq.read_table(inner, filesystem=filesystem).to_pylist()
+    except OSError as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"manifest {location} is not a readable Parquet file ({err})") from err
+
+
 def read_manifest(location: str) -> list[AudioRecord]:
-    """Records of a JSONL or CSV manifest; every column but ``path`` and ``caption`` is a field."""
+    """Records of a JSONL, CSV or Parquet manifest; every column but ``path`` and ``caption`` is a field."""
+    if location.lower().endswith(".parquet"):
+        return _manifest_records(location, read_parquet_rows(location))
     text = read_text(location)
     if location.lower().endswith(".csv"):
         rows = list(csv.DictReader(io.StringIO(text)))
@@ -227,17 +306,21 @@ def read_manifest(location: str) -> list[AudioRecord]:
                 raise ValueError(f"manifest {location} line {number} is not valid JSON: {err}") from err
             if not isinstance(rows[-1], dict):
                 raise ValueError(f"manifest {location} line {number} must be a JSON object with a 'path'")
+    return _manifest_records(location, rows)
+
+
+def _manifest_records(location: str, rows: Iterable[dict[str, Any]], first_row: int = 1) -> list[AudioRecord]:
     base = _dirname(location)
-    records = []
-    for number, row in enumerate(rows, start=1):
-        if not row.get("path"):
-            raise ValueError(
-                f"manifest {location} row {number} has no 'path'; every row needs path (and usually caption)"
-            )
-        fields = {k: v for k, v in row.items() if k not in ("path", CAPTION_KEY)}
-        caption = row.get(CAPTION_KEY)
-        records.append(AudioRecord(path=_join(base, str(row["path"])), caption=caption or None, fields=fields))
-    return records
+    return [manifest_record(location, base, row, number) for number, row in enumerate(rows, start=first_row)]
+
+
+def manifest_record(location: str, base: str, row: dict[str, Any], number: int) -> AudioRecord:
+    """The record of manifest row ``number`` (1-based); ``base`` is the manifest's folder."""
+    if not row.get("path"):
+        raise ValueError(f"manifest {location} row {number} has no 'path'; every row needs path (and usually caption)")
+    fields = {k: v for k, v in row.items() if k not in ("path", CAPTION_KEY)}
+    caption = row.get(CAPTION_KEY)
+    return AudioRecord(path=_join(base, str(row["path"])), caption=caption or None, fields=fields)
 
 
 def collect_records(sources: Iterable[str]) -> list[AudioRecord]:

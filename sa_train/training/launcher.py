@@ -86,19 +86,22 @@ def build_train_dataset(cfg: ExperimentConfig, tally_name: str, board_name: Opti
         # Data produces the stream ahead of training as fast as the CPUs allow.
         epochs = cfg.training.steps * cfg.training.global_batch_size // max(1, meta["total_examples"]) + 2
         return build_latent_dataset(cfg.data, identity, seed=cfg.training.seed, epochs=epochs, start_board=board_name)
-    from sa_train.data.pipeline import build_audio_dataset, load_records
+    from sa_train.data.pipeline import build_audio_dataset, load_files
 
-    records = load_records(cfg.data)  # a missing or empty source fails here, before any worker starts
-    if not records:
+    # Records on the driver for folders and small manifests; for a large manifest only its block
+    # references (rows read and checked in Ray tasks). A missing or empty source, a missing column
+    # or a row the prompt template cannot fill fails here, before any worker starts.
+    files = load_files(cfg.data)
+    if not len(files):
         raise ValueError(f"data.sources={cfg.data.sources} holds no audio files; run `sa-train data check` on it")
     # One pass of the stream covers the whole run: each epoch of it draws new crops.
     examples = cfg.training.steps * cfg.training.global_batch_size
-    epochs = examples // len(records) + 2
+    epochs = examples // len(files) + 2
     from sa_train.data.bad_files import create_bad_file_tally
 
     # A named actor, so workers can read the counts as metrics and a restarted driver reuses it.
     tally = create_bad_file_tally(name=tally_name)
-    return build_audio_dataset(cfg.data, seed=cfg.training.seed, epochs=epochs, records=records, tally=tally,
+    return build_audio_dataset(cfg.data, seed=cfg.training.seed, epochs=epochs, records=files, tally=tally,
                                start_board=board_name)
 
 
@@ -265,10 +268,10 @@ def _export_and_log(checkpoint, run_dir: str, tracking_uri: Optional[str], run_i
         export_checkpoint(directory, local)
         if remote:
             upload_folder(local, destination)
-        if run_id:
-            from sa_train.tracking.mlflow_tracker import RunTracker
+        if run_id:  # the export's files, and for a diffusion model one that mlflow.pyfunc loads (never raises)
+            from sa_train.tracking.mlflow_model import log_training_export
 
-            RunTracker(tracking_uri, run_id).log_artifact(local, "exported_model")
+            log_training_export(local, tracking_uri, run_id)
     return destination
 
 
