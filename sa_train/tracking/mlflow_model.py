@@ -195,9 +195,19 @@ def log_training_export(exported: str | Path, tracking_uri: str, run_id: str,
     from sa_train.export import META_FILE
     from sa_train.tracking.mlflow_tracker import RunTracker
 
+    from sa_train.config import from_yaml
+    from sa_train.export import CONFIG_FILE
+
     try:
         RunTracker(tracking_uri, run_id).log_artifact(Path(exported), "exported_model")
         if json.loads((Path(exported) / META_FILE).read_text()).get("stage") != "diffusion":
+            return None
+        autoencoder = from_yaml((Path(exported) / CONFIG_FILE).read_text()).model.autoencoder
+        if autoencoder.kind != "none" and not autoencoder.pretrained:
+            # Trained on latents without naming their autoencoder (the launcher warned then): no
+            # decoder to package, so no generating model; the export's files are logged above.
+            logger.warning("MLflow run %s: no pyfunc model logged, the export names no autoencoder "
+                           "(model.autoencoder.pretrained) to decode its latents", run_id)
             return None
         return log_exported_model(exported, tracking_uri, run_id=run_id, register_as=register_as)
     except Exception:  # noqa: BLE001 - the training result stands whatever MLflow answers

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tiny_exports import tiny_exports, write_manifest
 
-from sa_train.config import from_yaml
+from sa_train.config import from_yaml, to_yaml
 from sa_train.tracking.lineage import data_manifest_hash
 from sa_train.tracking.mlflow_model import (LINEAGE_TAGS, TAG_AUTOENCODER, TAG_COMMIT, TAG_DATA, TAG_IDENTITY,
                                             TAG_SOURCE_RUN, log_exported_model, log_training_export, read_requests)
@@ -130,6 +130,26 @@ def test_the_end_of_training_logs_a_pyfunc_model_for_diffusion_and_files_for_an_
                                                                                                  "seconds_total"]
     # A store that is gone is logged, not raised: the training result stands.
     assert log_training_export(diffusion, uri, "no-such-run") is None
+
+
+def test_the_end_of_training_logs_only_files_when_the_export_names_no_autoencoder(store, exports, tmp_path, caplog):
+    """Diffusion trained on latents without model.autoencoder.pretrained: nothing can decode its
+    latents, so the files are logged and one warning says why (no traceback, no error)."""
+    import shutil
+
+    uri, run_id = store
+    _, diffusion, _ = exports
+    bare = tmp_path / "bare"
+    shutil.copytree(diffusion, bare)
+    cfg = from_yaml((bare / "config.yaml").read_text())
+    cfg.model.autoencoder.pretrained = None
+    cfg.data.latents = str(tmp_path / "latents")  # what such a run trained on
+    (bare / "config.yaml").write_text(to_yaml(cfg))
+    with caplog.at_level("WARNING", logger="sa_train.tracking.mlflow_model"):
+        assert log_training_export(bare, uri, run_id) is None
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "names no autoencoder" in caplog.records[0].getMessage()
+    assert "exported_model/meta.json" in {a.path for a in MlflowClient(uri).list_artifacts(run_id, "exported_model")}
 
 
 def test_cli_register_and_export_register(store, exports, tmp_path, capsys):
