@@ -15,12 +15,7 @@ from typing import Any, TextIO
 
 import ray
 
-
-def format_duration(seconds: float) -> str:
-    if seconds != seconds or seconds < 0:  # NaN: no rate yet
-        return "--:--"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+from sa_train.training.progress import format_duration
 
 
 def progress_line(label: str, progress: dict[str, Any], elapsed: float) -> str:

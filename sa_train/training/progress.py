@@ -6,6 +6,13 @@ import time
 from collections import deque
 
 
+def format_duration(seconds: float) -> str:
+    if seconds != seconds or seconds < 0:  # NaN: no rate yet
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 class ProgressMeter:
     """Steps/s, samples/s and audio-seconds/s over the last ``window`` steps, and the ETA."""
 
@@ -15,11 +22,17 @@ class ProgressMeter:
         self.marks.append((time.perf_counter(), start_step, 0.0))
         self.samples = 0.0
         self.step_time = float("nan")
+        self._warm_up = True
 
     def update(self, step: int, samples: int, seconds_per_example: float) -> dict[str, float]:
         self.samples += samples
         self.marks.append((time.perf_counter(), step, self.samples))
         (t0, s0, n0), (t1, s1, n1) = self.marks[0], self.marks[-1]
+        if len(self.marks) == 2 and self._warm_up:
+            # The first step carries the start-up (data pipeline, first gradient buckets): its time
+            # is reported, but the window and the ETA start after it.
+            self._warm_up = False
+            self.marks.popleft()
         elapsed = max(t1 - t0, 1e-9)
         self.step_time = elapsed / max(s1 - s0, 1)
         samples_per_s = (n1 - n0) / elapsed
@@ -30,6 +43,9 @@ class ProgressMeter:
         }
 
     def eta_seconds(self, step: int) -> float:
+        """Seconds left at the current rate; NaN until a step after the first has been timed."""
+        if len(self.marks) < 2:
+            return float("nan")
         return max(0, self.total_steps - step) * self.step_time
 
     def line(self, step: int, loss: float) -> str:
@@ -38,5 +54,5 @@ class ProgressMeter:
         rate = (n1 - n0) / max(t1 - t0, 1e-9)
         return (
             f"step {step}/{self.total_steps} loss {loss:.4f} | {rate:.1f} samples/s | "
-            f"{self.step_time:.3f} s/step | ETA {int(eta // 60)}m{int(eta % 60):02d}s"
+            f"{self.step_time:.3f} s/step | ETA {format_duration(eta)}"
         )
