@@ -126,6 +126,7 @@ class Recipe:
     seed: int = 0
     strides: tuple = (4, 4, 8, 8)
     perceptual_weighting: bool = True
+    stft_floor_db: float = -100.0  # model.autoencoder.losses.stft_floor_db
     initial_posterior_std: Optional[float] = None  # model.autoencoder.initial_posterior_std
 
     def overrides(self) -> list[str]:
@@ -140,6 +141,7 @@ class Recipe:
             f"model.unet.in_channels={self.latent_channels}",
             f"{ae}.losses.kl_weight={self.kl_weight}",
             f"{ae}.losses.stft_perceptual_weighting={str(self.perceptual_weighting).lower()}",
+            f"{ae}.losses.stft_floor_db={self.stft_floor_db}",
             f"{ae}.losses.stft_fft_sizes=[{','.join(map(str, self.stft_fft_sizes))}]",
             f"{ae}.losses.discriminator_fft_sizes=[{','.join(map(str, self.discriminator_fft_sizes))}]",
             f"{ae}.losses.discriminator_filters={self.discriminator_filters}",
@@ -348,6 +350,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--strides", type=int, nargs="+", default=list(defaults.strides))
     p.add_argument("--initial-posterior-std", type=float, default=None, help="model.autoencoder.initial_posterior_std")
     p.add_argument("--no-perceptual-weighting", action="store_true")
+    p.add_argument("--stft-floor-db", type=float, default=defaults.stft_floor_db,
+                   help="model.autoencoder.losses.stft_floor_db (the demo: -60)")
     p.add_argument("--train-files", type=int, default=48, help="synthetic training clips (seed 0), as the demo")
     p.add_argument("--held-out-files", type=int, default=8, help="synthetic held-out clips (seed 1)")
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -375,7 +379,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                         discriminator_filters=args.discriminator_filters,
                         discriminator_fft_sizes=tuple(args.discriminator_fft_sizes),
                         strides=tuple(args.strides), initial_posterior_std=args.initial_posterior_std,
-                        perceptual_weighting=not args.no_perceptual_weighting)
+                        perceptual_weighting=not args.no_perceptual_weighting, stft_floor_db=args.stft_floor_db)
         print(f"training: {recipe}", flush=True)
         for when, metrics in train(recipe, train_data, held_out, args.log_every, args.eval_every):
             rows.append((f"{loss} loss", when, metrics))

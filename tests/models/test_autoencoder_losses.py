@@ -157,6 +157,30 @@ def test_stft_loss_rejects_a_reference_level_below_the_floor():
         MultiResolutionSTFTLoss(FFT_SIZES, floor_db=-60.0, convergence_reference_db=-80.0)
 
 
+def test_the_configured_stft_floor_decides_what_counts_as_silence():
+    """model.autoencoder.losses.stft_floor_db reaches the loss: white noise at -80 dBFS (per-bin level
+    -80 dB in the noise-normalised STFT) against a silent target is 20 dB above a -100 dB floor, a
+    log-magnitude distance of about ln(10) = 2.3 per bin, but 20 dB under a -60 dB floor, where
+    both magnitudes sit on the floor (distance 0.5 ln(1 + 0.01) = 0.005)."""
+    torch.manual_seed(0)
+    noise = torch.randn(1, 2, 8192) * 10 ** (-80 / 20)
+    silent = torch.zeros_like(noise)
+
+    def loss_with(floor_db: float) -> float:
+        cfg = AutoencoderLossConfig(stft_fft_sizes=[256], stft_perceptual_weighting=False, stft_floor_db=floor_db)
+        return AutoencoderLosses(cfg).stft(noise, silent).item()
+
+    assert loss_with(-100.0) > 1.5
+    assert loss_with(-60.0) < 0.05
+
+
+def test_an_stft_floor_above_the_convergence_reference_is_refused():
+    from sa_train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="stft_floor_db"):
+        load_config(None, ["model.autoencoder.losses.stft_floor_db=-30"])
+
+
 def test_a_weighting_is_unity_at_1khz_and_attenuates_low_frequencies():
     gains = a_weighting(torch.tensor([50.0, 1000.0, 3000.0]))
     assert gains[1] == pytest.approx(1.0)

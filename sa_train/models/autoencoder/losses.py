@@ -117,9 +117,9 @@ class StereoSTFTLoss(nn.Module):
     """
 
     def __init__(self, fft_sizes: Sequence[int], sample_rate: int = 44100, perceptual_weighting: bool = False,
-                 mid_side_weight: float = 1.0, left_right_weight: float = 0.5) -> None:
+                 mid_side_weight: float = 1.0, left_right_weight: float = 0.5, floor_db: float = FLOOR_DB) -> None:
         super().__init__()
-        self.stft = MultiResolutionSTFTLoss(fft_sizes, sample_rate, perceptual_weighting)
+        self.stft = MultiResolutionSTFTLoss(fft_sizes, sample_rate, perceptual_weighting, floor_db=floor_db)
         self.mid_side_weight = mid_side_weight
         self.left_right_weight = left_right_weight
 

@@ -44,7 +44,8 @@ class AutoencoderLosses(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.stft = StereoSTFTLoss(
-            cfg.stft_fft_sizes, sample_rate, cfg.stft_perceptual_weighting, cfg.mid_side_weight, cfg.left_right_weight
+            cfg.stft_fft_sizes, sample_rate, cfg.stft_perceptual_weighting, cfg.mid_side_weight, cfg.left_right_weight,
+            floor_db=cfg.stft_floor_db,
         )
 
     def generator_losses(self, real: torch.Tensor, fake: torch.Tensor, kl: torch.Tensor,
