@@ -68,7 +68,7 @@ lock:
 	$(PYTHON) -m pip install -q "uv==0.13.9"
 	$(UV_COMPILE) -o requirements.lock
 	$(UV_COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock
-	$(UV_COMPILE) --extra gpu -c requirements.lock -o requirements-gpu.lock
+	$(UV_COMPILE) --extra gpu -c requirements-dev.lock -o requirements-gpu.lock
 	$(UV_COMPILE) --extra cluster -c requirements.lock -o requirements-cluster.lock
 
 clean:

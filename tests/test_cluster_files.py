@@ -272,6 +272,30 @@ def test_aws_setup_and_the_image_install_the_gpu_lock(aws):
     assert "pip install" not in dockerfile.split("COPY", 1)[1], "the image installs from the lock only"
 
 
+def lock_pins(name: str) -> dict[str, str]:
+    pins = {}
+    for line in (REPO / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            package, version = line.split("==")
+            pins[package.split("[")[0].lower()] = version.strip()
+    return pins
+
+
+def test_the_gpu_lock_the_cluster_installs_carries_the_paper_metric_models():
+    """The paper-scale sweeps score with OpenL3 and PaSST on the cluster, which installs only
+    requirements-gpu.lock: it must hold the eval extra, at the versions CI tests (the dev lock)."""
+    gpu, dev = lock_pins("requirements-gpu.lock"), lock_pins("requirements-dev.lock")
+    for sweep in ("text_encoder_ablation.yaml", "timing_ablation.yaml"):
+        text = (REPO / "sweeps" / sweep).read_text()
+        assert "embedder: openl3" in text and "tagger: passt" in text, sweep
+    for package in ("torchopenl3", "hear21passt", "xformers"):
+        assert package in gpu, f"requirements-gpu.lock lacks {package}"
+    shared = set(gpu) & set(dev)
+    assert {"torchopenl3", "hear21passt", "torch"} <= shared
+    assert {p: gpu[p] for p in shared} == {p: dev[p] for p in shared}
+
+
 def test_aws_rsync_leaves_out_the_local_only_folders(aws):
     excludes = aws["rsync_exclude"]
     for folder in LOCAL_ONLY_SAMPLES:
