@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -45,6 +46,22 @@ def test_the_lock_pins_torch_and_torchaudio_to_one_pair_and_everything_exactly()
         assert pins["deepspeed"].startswith("0.19.") and pins["ray"].startswith("2.60."), lock
     installed = importlib.metadata.version("torchaudio")
     assert installed == "2.11.0", f"torchaudio {installed} is installed, not the locked 2.11.0"
+
+
+def test_the_dev_install_has_the_metric_models_so_their_tests_run_instead_of_skipping():
+    """The embedder tests skip without torchopenl3 / hear21passt (for a runtime-only install); the
+    dev install (`make test`, CI) must carry them at the lock's versions, or those skips would hide
+    a broken eval extra."""
+    pins = {}
+    for line in (ROOT / "requirements-dev.lock").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name.lower()] = version.strip()
+    for package, module in (("torchopenl3", "torchopenl3"), ("hear21passt", "hear21passt")):
+        assert importlib.metadata.version(package) == pins[package], package
+        proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"import {module} fails: {proc.stderr[-2000:]}"
 
 
 def test_a_subcommand_module_that_cannot_be_imported_stops_the_cli_with_its_name(monkeypatch):
