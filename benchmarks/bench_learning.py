@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--num-files", type=int, default=48, help="synthetic training files")
     parser.add_argument("--workdir", default="bench_learning", help="working folder (data, runs, MLflow, plots)")
     parser.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for both stages, after the demo's own (repeatable), e.g. "
+                             "model.autoencoder.losses.stft_floor_db=-80; named in the RESULTS.md line")
     parser.add_argument("--retime", action="store_true",
                         help="only re-evaluate the timing of WORKDIR's saved windows with the demo's silence floor")
     args = parser.parse_args()
@@ -87,7 +90,7 @@ def main() -> None:
 
     work = Path(args.workdir).resolve()
     settings = DemoSettings(workdir=work, num_files=args.num_files, autoencoder_steps=args.autoencoder_steps,
-                            diffusion_steps=args.diffusion_steps)
+                            diffusion_steps=args.diffusion_steps, overrides=list(args.set))
     started = time.perf_counter()
     with details_to_file(work / "bench_learning.log"):
         result = run_demo(settings)
@@ -109,6 +112,7 @@ def main() -> None:
     record(
         f"- {time.strftime('%Y-%m-%d')} bench_learning (CPU, 2 workers, Ray + DeepSpeed ZeRO-2; "
         f"VAE {args.autoencoder_steps} steps, U-Net {args.diffusion_steps} steps, {args.num_files} files, "
+        + "".join(f"{item}, " for item in args.set) +
         f"{minutes:.1f} min): untrained -> trained: {cells}",
         append=not args.no_append,
     )
