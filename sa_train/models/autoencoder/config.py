@@ -26,8 +26,8 @@ class AutoencoderLossConfig:
         -100.0,
         "soft floor of the STFT magnitudes (dB re full scale, after A-weighting): quieter bins count as silence "
         "in the log-magnitude term. -100 is 16-bit quantisation noise. On sparse spectra (pure tones, the demo's "
-        "synthetic clips) nearly every bin is empty, and a floor that low rewards a quiet, constant output; the "
-        "demo uses -60, measured by benchmarks/vae_recipe.py",
+        "synthetic clips) nearly every bin is empty, and a floor that low rewards a quieter output; -60 made the "
+        "demo's reconstructions more recognisable but let generated silence decode to noise (benchmarks/README.md)",
         max=-40.0,
     )
     mid_side_weight: float = param(1.0, "weight of the STFT loss on mid (L+R) and side (L-R)", min=0)
