@@ -48,3 +48,23 @@ def spawn_ranks():
         mp.start_processes(worker, args=(_free_port(), *args), nprocs=nprocs, join=True, start_method="spawn")
 
     return run
+
+
+@pytest.fixture(scope="session")
+def lock_pins():
+    """``lock_pins("requirements-dev.lock") -> {package: version}``: the exact pins of one of the
+    repository's lock files (names lower-cased, extras and comments dropped)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def read(name: str) -> dict[str, str]:
+        pins = {}
+        for line in (root / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if "==" in line:
+                package, version = line.split("==")
+                pins[package.split("[")[0].lower()] = version.split(";")[0].strip()
+        return pins
+
+    return read

@@ -272,17 +272,7 @@ def test_aws_setup_and_the_image_install_the_gpu_lock(aws):
     assert "pip install" not in dockerfile.split("COPY", 1)[1], "the image installs from the lock only"
 
 
-def lock_pins(name: str) -> dict[str, str]:
-    pins = {}
-    for line in (REPO / name).read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if "==" in line:
-            package, version = line.split("==")
-            pins[package.split("[")[0].lower()] = version.strip()
-    return pins
-
-
-def test_the_gpu_lock_the_cluster_installs_carries_the_paper_metric_models():
+def test_the_gpu_lock_the_cluster_installs_carries_the_paper_metric_models(lock_pins):
     """The paper-scale sweeps score with OpenL3 and PaSST on the cluster, which installs only
     requirements-gpu.lock: it must hold the eval extra, at the versions CI tests (the dev lock)."""
     gpu, dev = lock_pins("requirements-gpu.lock"), lock_pins("requirements-dev.lock")
@@ -444,15 +434,12 @@ def test_checks_catch_a_changed_worker_count(aws, rayjob, experiment):
 # ---- the laptop, the network and the installs (ray up) ------------------------------------
 
 
-def test_the_laptop_gets_boto3_from_the_cluster_extra_and_its_lock(readme):
+def test_the_laptop_gets_boto3_from_the_cluster_extra_and_its_lock(readme, lock_pins):
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert any(re.match(r"boto3\b", d) for d in project["optional-dependencies"]["cluster"])
-    lock = dict(line.split("#")[0].strip().split("==") for line in (REPO / "requirements-cluster.lock").read_text()
-                .splitlines() if "==" in line)
-    base = dict(line.split("#")[0].strip().split("==") for line in (REPO / "requirements.lock").read_text()
-                .splitlines() if "==" in line)
+    lock, base = lock_pins("requirements-cluster.lock"), lock_pins("requirements.lock")
     assert "boto3" in lock and "botocore" in lock
     # The cluster lock is the base lock plus boto3's own dependencies, at the same versions.
     assert {k: lock.get(k) for k in base} == base

@@ -48,16 +48,11 @@ def test_the_lock_pins_torch_and_torchaudio_to_one_pair_and_everything_exactly()
     assert installed == "2.11.0", f"torchaudio {installed} is installed, not the locked 2.11.0"
 
 
-def test_the_dev_install_has_the_metric_models_so_their_tests_run_instead_of_skipping():
+def test_the_dev_install_has_the_metric_models_so_their_tests_run_instead_of_skipping(lock_pins):
     """The embedder tests skip without torchopenl3 / hear21passt (for a runtime-only install); the
     dev install (`make test`, CI) must carry them at the lock's versions, or those skips would hide
     a broken eval extra."""
-    pins = {}
-    for line in (ROOT / "requirements-dev.lock").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if "==" in line:
-            name, version = line.split("==")
-            pins[name.lower()] = version.strip()
+    pins = lock_pins("requirements-dev.lock")
     for package, module in (("torchopenl3", "torchopenl3"), ("hear21passt", "hear21passt")):
         assert importlib.metadata.version(package) == pins[package], package
         proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
