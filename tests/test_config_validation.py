@@ -232,6 +232,15 @@ def test_diffusion_with_latents_instead_of_an_autoencoder_is_accepted():
     assert cfg.data.latents == "latents/tiny"
 
 
+def test_end_crops_on_latent_windows_are_refused_naming_both_keys():
+    msg = error_of(["model.autoencoder.pretrained=null", "data.latents=latents/tiny", "data.end_crop_probability=0.25"])
+    assert "data.end_crop_probability=0.25" in msg and "data.latents=" in msg and "set data.end_crop_probability=0" in msg
+
+
+def test_end_crops_on_audio_windows_are_accepted():
+    assert load_config(TINY_AUTOENCODER, ["data.end_crop_probability=0.25"]).data.end_crop_probability == 0.25
+
+
 def test_autoencoder_stage_needs_no_pretrained_autoencoder():
     assert load_config(TINY_AUTOENCODER).model.autoencoder.pretrained is None
 

@@ -103,6 +103,12 @@ def check_consistency(cfg: ExperimentConfig) -> None:
                 f"({ae.downsampling}) x U-Net downsampling ({unet.downsampling}) = {total}; "
                 f"use a multiple of {total}, e.g. {max(lower, total)}"
             )
+        if data.latents is not None and data.end_crop_probability > 0:
+            raise ConfigError(
+                f"data.end_crop_probability={data.end_crop_probability} applies to audio windows, but this run reads "
+                f"pre-encoded latents (data.latents={data.latents}), whose windows come from the stored files and "
+                "their encoded padding; set data.end_crop_probability=0 or train on audio"
+            )
         if ae.kind == "vae" and ae.pretrained is None and data.latents is None:
             raise ConfigError(
                 "training.stage=diffusion needs a trained autoencoder or pre-encoded latents: set "

@@ -29,6 +29,15 @@ class DataConfig:
         131072, "training window in samples; shorter files are padded with silence (paper: 4194304 = 95.1 s)", min=1
     )
     crop: str = param("random", "where the window starts in a longer file: 'random' or 'start'", choices=["random", "start"])
+    end_crop_probability: float = param(
+        0.0,
+        "audio windows only: probability that a random crop of a file longer than the window ends past the file's "
+        "end instead (its last 1 to window-1 samples, then silence marked as padding), so an autoencoder learns to "
+        "end a sound and to decode the silence after it, which generation asks of it after seconds_total; "
+        "0 = every crop inside the file",
+        min=0,
+        max=1,
+    )
     min_seconds: float = param(0.5, "files shorter than this (seconds) are skipped as bad", min=0)
     prompt_template: str = param(
         "{caption}", "prompt built from metadata fields, e.g. '{caption}, {genre}, {bpm} BPM'"

@@ -260,6 +260,9 @@ def _crop(sound, name, cfg: DataConfig, rng, window: int, crop: str, augment: bo
     source_window = math.ceil(window * rate / cfg.sample_rate)
     latest = max(frames - source_window, 0)
     offset = int(rng.integers(0, latest + 1)) if crop == "random" and latest > 0 else 0
+    if crop == "random" and latest > 0 and cfg.end_crop_probability > 0 and rng.random() < cfg.end_crop_probability:
+        # The window overhangs the file's end: 1 .. source_window - 1 real frames, then padding.
+        offset = frames - int(rng.integers(1, source_window))
     real_end = min(frames, offset + source_window)
 
     margin = RESAMPLE_MARGIN if rate != cfg.sample_rate else 0

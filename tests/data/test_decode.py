@@ -228,3 +228,44 @@ def test_remote_uri_is_decoded_through_the_filesystem_layer(tmp_path):
     example = decode(f"file://{path}")
     assert isinstance(example, Example) and example.path == f"file://{path}"
     assert example.padding_mask.sum() == round(1.2 * 44100)
+
+
+def _ramp_file(tmp_path, frames=44100):
+    """A mono float WAV whose every sample is distinct, so a window shows where it was cut."""
+    path = str(tmp_path / "ramp.wav")
+    soundfile.write(path, (np.arange(frames, dtype=np.float32) / frames - 0.5), 44100, subtype="FLOAT")
+    return path, np.arange(frames, dtype=np.float32) / frames - 0.5
+
+
+def test_end_crops_hold_the_files_last_samples_then_silence_marked_as_padding(tmp_path):
+    path, samples = _ramp_file(tmp_path)
+    cfg = DataConfig(window_samples=8192, end_crop_probability=1.0)
+    reals = []
+    for seed in range(40):
+        example = decode(path, cfg, seed=seed)
+        real = int(example.padding_mask.sum())
+        assert 1 <= real <= 8191
+        assert example.padding_mask[:real].all() and not example.padding_mask[real:].any()
+        np.testing.assert_array_equal(example.audio[0, :real], samples[-real:])
+        np.testing.assert_array_equal(example.audio[1, :real], samples[-real:])
+        assert not example.audio[:, real:].any()
+        assert example.seconds_start == (44100 - real) // 44100 and example.seconds_total == 1
+        reals.append(real)
+    assert len(set(reals)) > 30  # the overhang is drawn anew for every crop
+
+
+def test_end_crop_probability_sets_the_share_of_crops_that_overhang_the_end(tmp_path):
+    path, _ = _ramp_file(tmp_path)
+    never = [decode(path, DataConfig(window_samples=8192), seed=s) for s in range(100)]
+    assert all(e.padding_mask.all() for e in never)  # the default: every crop inside the file
+    some = [decode(path, DataConfig(window_samples=8192, end_crop_probability=0.25), seed=s) for s in range(400)]
+    share = np.mean([not e.padding_mask.all() for e in some])
+    assert 0.18 < share < 0.32  # 0.25 +- 3 binomial standard deviations (0.022)
+
+
+def test_end_crops_leave_start_crops_and_short_files_alone(tmp_path):
+    path, samples = _ramp_file(tmp_path)
+    start = decode(path, DataConfig(window_samples=8192, crop="start", end_crop_probability=1.0), seed=3)
+    assert start.padding_mask.all() and start.offset == 0
+    short = decode(path, DataConfig(window_samples=WINDOW, end_crop_probability=1.0), seed=3)
+    assert int(short.padding_mask.sum()) == 44100 and short.offset == 0
