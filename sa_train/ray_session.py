@@ -13,6 +13,14 @@ import os
 
 logger = logging.getLogger(__name__)
 
+# Ray's raylet warns on the terminal once 4x its startup concurrency (the physical CPU count) of
+# Python workers exist. A run here has 8-12 by design (2 train workers, the train controller, the
+# run board, Ray Data's coordinator and tasks), so on a 2-core laptop the warning came with every
+# run and said nothing. A local instance on a small machine may start 4 workers at once; Ray then
+# warns from 16 workers on. A value the user sets is kept.
+STARTUP_CONCURRENCY_ENV = "RAY_worker_maximum_startup_concurrency"
+MIN_STARTUP_CONCURRENCY = 4
+
 
 def ensure_ray(min_cpus: float = 0, quiet: bool = False) -> None:
     """Connect to the cluster in RAY_ADDRESS, or start a local Ray instance with >= min_cpus CPUs.
@@ -42,6 +50,8 @@ def ensure_ray(min_cpus: float = 0, quiet: bool = False) -> None:
                  logging_level=logging.WARNING if quiet else logging.INFO)
         return
     num_cpus = max(os.cpu_count() or 1, int(min_cpus + 0.999) + 2)
+    if (os.cpu_count() or 1) < MIN_STARTUP_CONCURRENCY:
+        os.environ.setdefault(STARTUP_CONCURRENCY_ENV, str(MIN_STARTUP_CONCURRENCY))  # read by the raylet
     logger.info("starting a local Ray instance with %d logical CPUs", num_cpus)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
              log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO)
