@@ -47,24 +47,39 @@ def write_spectrogram_png(audio: np.ndarray, sample_rate: int, path: Path, title
     return path
 
 
-def write_loss_curves_png(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
-    """curves: {metric name: [(step, value), ...]} -> one line each, log-scale y when all positive."""
+def loss_curves_figure(curves: Mapping[str, Sequence[tuple[int, float]]], title: str = ""):
+    """One panel per metric, each on its own y scale (log where all its values are positive).
+
+    The VAE's terms differ by two orders of magnitude (KL about 200, STFT about 5, adversarial under 1):
+    on shared axes every curve but the largest is a flat line at the bottom.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    positive = True
-    for name, points in curves.items():
-        if not points:
-            continue
-        steps, values = zip(*sorted(points))
-        ax.plot(steps, values, label=name)
-        positive = positive and min(values) > 0
-    if positive:
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    named = [(name, sorted(points)) for name, points in curves.items() if points]
+    if not named:
+        raise ValueError("no loss curve has any points: log train/* metrics before plotting them")
+    columns = min(len(named), 3)
+    rows = -(-len(named) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.6 * rows + 0.4), dpi=100, squeeze=False)
+    for ax, (name, points) in zip(axes.flat, named):
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker="." if len(points) < 30 else None)
+        if min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(named):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def write_loss_curves_png(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
+    """curves: {metric name: [(step, value), ...]} -> a PNG of `loss_curves_figure`."""
+    plt = _pyplot()
+    fig = loss_curves_figure(curves, title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
