@@ -56,3 +56,27 @@ class ProgressMeter:
             f"step {step}/{self.total_steps} loss {loss:.4f} | {rate:.1f} samples/s | "
             f"{self.step_time:.3f} s/step | ETA {format_duration(eta)}"
         )
+
+
+class IntervalMeans:
+    """The mean of each metric over the optimizer steps since the last log.
+
+    With log_every in the hundreds, one step's loss (a micro-batch of a few examples) says little:
+    the curves and the log line report the interval's mean instead. Metrics are already averaged over
+    the ranks at each step, so this costs nothing collective.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self._sums[key] = self._sums.get(key, 0.0) + float(value)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def take(self) -> dict[str, float]:
+        """The means since the last call, and start a new interval."""
+        means = {key: total / self._counts[key] for key, total in self._sums.items()}
+        self._sums, self._counts = {}, {}
+        return means

@@ -32,7 +32,7 @@ from sa_train.training.checkpoint import (
 )
 from sa_train.training.run_board import find_board
 from sa_train.training.deepspeed_config import micro_batch_size
-from sa_train.training.progress import ProgressMeter
+from sa_train.training.progress import IntervalMeans, ProgressMeter
 
 logger = logging.getLogger("sa_train.worker")
 
@@ -159,6 +159,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     steps, global_batch = cfg.training.steps, cfg.training.global_batch_size
     seconds_per_example = cfg.data.window_samples / cfg.data.sample_rate
     meter = ProgressMeter(total_steps=steps, start_step=state.step)
+    interval = IntervalMeans()  # metrics are logged as means over the steps since the last log
     last_post = -float("inf")
     if rank == 0:
         logger.info(
@@ -200,12 +201,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state.samples_seen += global_batch
             task.update_ema(state.step)
             rates = meter.update(state.step, global_batch, seconds_per_example)
+            interval.add(result.metrics)
             if board is not None and rank == 0 and (time.monotonic() - last_post >= POST_INTERVAL_S or state.step == steps):
                 last_post = time.monotonic()  # at most one actor call a second: each costs the loop
                 board.post.remote({"step": state.step, "total": steps, "loss": result.metrics["loss"],
                                    "step_time": meter.step_time, "eta": meter.eta_seconds(state.step)})
             if state.step % cfg.training.log_every == 0 or state.step == steps:
-                log_metrics(tracker, state, result, rates, rank, meter, loop_config)
+                step_metrics = {**interval.take(), "lr": result.metrics["lr"]}  # lr: this step's, not a mean
+                log_metrics(tracker, state, step_metrics, rates, rank, meter, loop_config)
 
             # 4c. Checkpoint, then samples: a failed sampling never costs the checkpoint.
             if state.step % cfg.training.checkpoint_every == 0 or state.step == steps:
@@ -245,16 +248,17 @@ def stop_for_nonfinite(board, rank: int, count: int, step: int) -> None:
         raise NonFiniteLossError(message)
 
 
-def log_metrics(tracker, state: TrainState, result, rates: dict, rank: int, meter: ProgressMeter,
+def log_metrics(tracker, state: TrainState, step_metrics: dict, rates: dict, rank: int, meter: ProgressMeter,
                 loop_config: dict) -> None:
-    """Rank 0: the step's metrics (already averaged over ranks by the task) to the log and MLflow."""
+    """Rank 0: the interval's mean metrics (each step's already averaged over ranks by the task) to the log
+    and MLflow."""
     if rank != 0:
         return
-    metrics = {f"train/{k}": v for k, v in result.metrics.items()}
+    metrics = {f"train/{k}": v for k, v in step_metrics.items()}
     metrics.update(rates, **{"train/nonfinite_skipped": float(state.nonfinite_total)})
     metrics.update(memory_metrics())
     metrics.update(bad_file_metrics(loop_config.get("bad_file_tally")))
-    logger.info(meter.line(state.step, result.metrics["loss"]))
+    logger.info(meter.line(state.step, step_metrics["loss"]))
     if tracker is not None:
         try:
             tracker.log_metrics(metrics, state.step)

@@ -224,3 +224,22 @@ def test_eta_ignores_the_start_up_in_the_first_step(monkeypatch):
     assert meter.step_time == pytest.approx(0.1)
     assert meter.eta_seconds(4) == pytest.approx(496 * 0.1)
     assert "ETA 0m49s" in meter.line(4, 0.5)
+
+
+def test_logged_metrics_are_means_over_the_interval_not_its_last_step():
+    """With log_every=250, the curve point at a log step is the mean of the 250 steps before it
+    (one micro-batch's loss swings by x2 in the demo's VAE), and each interval starts afresh."""
+    from sa_train.training.progress import IntervalMeans
+
+    rng = np.random.default_rng(0)
+    losses = rng.lognormal(mean=1.0, sigma=0.5, size=500)
+    interval = IntervalMeans()
+    logged = []
+    for step, loss in enumerate(losses, start=1):
+        interval.add({"loss": loss, "grad_norm": 2 * loss})
+        if step % 250 == 0:
+            logged.append(interval.take())
+    assert [point["loss"] for point in logged] == pytest.approx([losses[:250].mean(), losses[250:].mean()])
+    assert logged[1]["grad_norm"] == pytest.approx(2 * losses[250:].mean())
+    assert logged[1]["loss"] != pytest.approx(losses[499])
+    assert interval.take() == {}
