@@ -13,12 +13,13 @@ direction: trained clips end in the requested second, untrained ones do not.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results import record
+from benchmarks.results import cpu_model, record
 
 # Sized to stay under 45 minutes on the 2-core machine (the demo: 800 / 500 steps in about 7).
 DEFAULT_AUTOENCODER_STEPS = 2500
@@ -91,6 +92,7 @@ def main() -> None:
     work = Path(args.workdir).resolve()
     settings = DemoSettings(workdir=work, num_files=args.num_files, autoencoder_steps=args.autoencoder_steps,
                             diffusion_steps=args.diffusion_steps, overrides=list(args.set))
+    load_at_start = os.getloadavg()[0]  # anything else running slows the run: say so in its row
     started = time.perf_counter()
     with details_to_file(work / "bench_learning.log"):
         result = run_demo(settings)
@@ -113,7 +115,7 @@ def main() -> None:
         f"- {time.strftime('%Y-%m-%d')} bench_learning (CPU, 2 workers, Ray + DeepSpeed ZeRO-2; "
         f"VAE {args.autoencoder_steps} steps, U-Net {args.diffusion_steps} steps, {args.num_files} files, "
         + "".join(f"{item}, " for item in args.set) +
-        f"{minutes:.1f} min): untrained -> trained: {cells}",
+        f"{cpu_model()}, {os.cpu_count()} cores, load {load_at_start:.1f} at the start, {minutes:.1f} min): untrained -> trained: {cells}",
         append=not args.no_append,
     )
 

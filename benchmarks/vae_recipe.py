@@ -65,6 +65,7 @@ from sa_train.data.synth import KINDS, synth_example  # noqa: E402
 from sa_train.models.autoencoder.losses import MultiResolutionSTFTLoss, a_weighting  # noqa: E402
 from sa_train.models.autoencoder.training_losses import AutoencoderLosses, build_discriminator  # noqa: E402
 from sa_train.models.diffusion_model import build_autoencoder  # noqa: E402
+from sa_train.training.lr_schedule import lr_multiplier  # noqa: E402
 
 SAMPLE_RATE = 44100
 METRIC_FFT_SIZES = [2048, 1024, 512, 256, 128, 64, 32]
@@ -128,11 +129,14 @@ class Recipe:
     perceptual_weighting: bool = True
     stft_floor_db: float = -100.0  # model.autoencoder.losses.stft_floor_db
     initial_posterior_std: Optional[float] = None  # model.autoencoder.initial_posterior_std
+    lr_schedule: str = "constant"  # training.lr_schedule.kind: 'constant' or 'cosine' (to 0 at the last step)
 
     def overrides(self) -> list[str]:
         ae = "model.autoencoder"
         return [
             "training.stage=autoencoder",
+            f"training.steps={self.steps}",
+            f"training.lr_schedule.kind={self.lr_schedule}",
             f"{ae}.latent_channels={self.latent_channels}",
             f"{ae}.encoder_width={self.encoder_width}",
             f"{ae}.decoder_width={self.decoder_width}",
@@ -260,6 +264,8 @@ def train(recipe: Recipe, train_data: list[torch.Tensor], held_out: list[torch.T
     make = lambda params: torch.optim.AdamW(params, lr=recipe.lr, betas=(0.8, 0.99),  # noqa: E731
                                             weight_decay=opt_cfg.weight_decay, eps=opt_cfg.eps)
     gen_opt, disc_opt = make(vae.parameters()), make(discriminator.parameters())
+    schedule = lr_multiplier(cfg.training.lr_schedule, recipe.steps)  # as the trainer's engines apply it
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in (gen_opt, disc_opt)]
     ema = EMA(vae, recipe.ema_decay)
     metric = MultiResolutionSTFTLoss(METRIC_FFT_SIZES, SAMPLE_RATE)
     rng = np.random.default_rng(recipe.seed)
@@ -296,6 +302,8 @@ def train(recipe: Recipe, train_data: list[torch.Tensor], held_out: list[torch.T
         if recipe.grad_clip:
             nn.utils.clip_grad_norm_(vae.parameters(), recipe.grad_clip)
         gen_opt.step()
+        for scheduler in schedulers:
+            scheduler.step()
         ema.update(vae, step)
         history.append(g["total"].mean().item())
         if log_every and (step + 1) % log_every == 0:
@@ -348,6 +356,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--discriminator-filters", type=int, default=defaults.discriminator_filters)
     p.add_argument("--discriminator-fft-sizes", type=int, nargs="+", default=list(defaults.discriminator_fft_sizes))
     p.add_argument("--strides", type=int, nargs="+", default=list(defaults.strides))
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=defaults.lr_schedule,
+                   help="training.lr_schedule.kind (cosine: from --lr down to 0 at the last step)")
     p.add_argument("--initial-posterior-std", type=float, default=None, help="model.autoencoder.initial_posterior_std")
     p.add_argument("--no-perceptual-weighting", action="store_true")
     p.add_argument("--stft-floor-db", type=float, default=defaults.stft_floor_db,
@@ -379,7 +389,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                         discriminator_filters=args.discriminator_filters,
                         discriminator_fft_sizes=tuple(args.discriminator_fft_sizes),
                         strides=tuple(args.strides), initial_posterior_std=args.initial_posterior_std,
-                        perceptual_weighting=not args.no_perceptual_weighting, stft_floor_db=args.stft_floor_db)
+                        perceptual_weighting=not args.no_perceptual_weighting, stft_floor_db=args.stft_floor_db,
+                        lr_schedule=args.lr_schedule)
         print(f"training: {recipe}", flush=True)
         for when, metrics in train(recipe, train_data, held_out, args.log_every, args.eval_every):
             rows.append((f"{loss} loss", when, metrics))
