@@ -23,7 +23,8 @@ from benchmarks.results import cpu_model, record
 
 # Sized to stay under 45 minutes on the 2-core machine (34 min on 2026-12-03; the demo: 800 / 500 steps
 # in about 8). 5000 VAE steps, not 2500: at 2500 its loss is still falling, and the VAE's quality
-# decides the rest (seed 1: timing 0.25 -> 0.75, kind 0.25 -> 0.625, decoded silence -50 -> -66 dBFS).
+# decides the rest (seed 1: timing 0.25 -> 0.75, kind 0.25 -> 0.625, decoded silence -50 -> -66 dBFS; seed 0:
+# timing 0.5, kind 0.75).
 DEFAULT_AUTOENCODER_STEPS = 5000
 DEFAULT_DIFFUSION_STEPS = 1500
 
