@@ -26,15 +26,19 @@ logger = logging.getLogger(__name__)
 # captions' own phrasing (sa_train/data/synth.py), so pitch, tempo and kind can be measured back from
 # the audio. Training files last 1-5 s, so their seconds_total (rounded up) is 2, 3, 4 or 5: every
 # requested length is one training taught (a request of 1 s would select an embedding no file had).
+# Each prompt's own training files end in the requested second (tests/test_demo_prompts.py): a
+# chord decays by 13 dB/s and fades under the timing detector's threshold near 3 s, and the last of
+# N bursts in L seconds ends anywhere in its last L/N seconds, so chords are asked for 2-3 s and
+# noise for at most 1.4 s per burst.
 DEMO_PROMPTS = [
     ("a sine tone at A4 (440.0 Hz), 2.00 seconds", 2.0),
     ("a sine tone at E5 (659.3 Hz), 4.00 seconds", 4.0),
     ("a C major chord on C4 (261.6 Hz), 3.00 seconds", 3.0),
-    ("a G major chord on G3 (196.0 Hz), 5.00 seconds", 5.0),
-    ("2 bursts of white noise, 5.00 seconds", 5.0),
+    ("a G major chord on G3 (196.0 Hz), 2.00 seconds", 2.0),
+    ("4 bursts of white noise, 5.00 seconds", 5.0),
     ("3 bursts of white noise, 3.00 seconds", 3.0),
     ("a drum pattern at 120 BPM, 4.00 seconds", 4.0),
-    ("a drum pattern at 100 BPM, 2.00 seconds", 2.0),
+    ("a drum pattern at 100 BPM, 5.00 seconds", 5.0),
 ]
 SYNTH_SECONDS = (1.0, 5.0)  # training files last 1-5 s: seconds_total 2..5 in a 6.3 s window
 DIFFUSION_WINDOW = 272 * 1024  # latent frames x downsampling = 6.32 s at 44.1 kHz
