@@ -114,6 +114,9 @@ def main() -> None:
         f"{key} {figures['untrained'].get(key, float('nan')):.3g} -> {figures['trained'].get(key, float('nan')):.3g}"
         for key, _, _ in FIGURES
     )
+    lost = figures["trained"].get("vae_kinds_lost")
+    if lost is not None:
+        cells += f"; kinds the trained VAE's reconstructions lose: {', '.join(lost) or 'none'}"
     record(
         f"- {time.strftime('%Y-%m-%d')} bench_learning (CPU, 2 workers, Ray + DeepSpeed ZeRO-2; "
         f"VAE {args.autoencoder_steps} steps, U-Net {args.diffusion_steps} steps, {args.num_files} files, "

@@ -213,15 +213,17 @@ def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, down
     from sa_train.generation import Generator, write_clips, write_manifest
     from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
 
-    held_out = [soundfile.read(p, dtype="float32", always_2d=True)[0].T
-                for p in sorted((work / "data" / "held_out").glob("*.flac"))]
+    held_out_files = sorted((work / "data" / "held_out").glob("*.flac"))
+    held_out = [soundfile.read(p, dtype="float32", always_2d=True)[0].T for p in held_out_files]
+    held_out_kinds = [json.loads(p.with_suffix(".json").read_text())["kind"] for p in held_out_files]
     trained = Generator.from_exported(diffusion)
     # Untrained = the seed's initial weights. The untrained diffusion model is decoded by the
     # trained VAE, so its column shows what diffusion training bought on its own.
     untrained = Generator(DiffusionModel(trained.cfg.model), trained.autoencoder, trained.cfg)
     vaes = {"trained": trained.autoencoder, "untrained": build_autoencoder(trained.cfg.model)}
     prompts, seconds = [p for p, _ in DEMO_PROMPTS], [s for _, s in DEMO_PROMPTS]
-    vae_figures = {name: reconstruction_figures(vae, held_out, downsampling) for name, vae in vaes.items()}
+    vae_figures = {name: reconstruction_figures(vae, held_out, downsampling, kinds=held_out_kinds)
+                   for name, vae in vaes.items()}
     # Both columns are decoded by the trained VAE, whose "silence" is its own noise floor (about
     # -58 dBFS after a few thousand CPU steps): the timing detector counts as content only what is
     # SILENCE_MARGIN_DB above it (never less than its default floor of -60 dBFS).
@@ -253,6 +255,7 @@ def _trimmed(clip):
 FIGURES = [
     ("vae_si_sdr_db", "VAE: SI-SDR of held-out clips' reconstructions (dB)", "higher"),
     ("vae_silence_dbfs", "VAE: decoded silence (dBFS)", "lower"),
+    ("vae_kind_pass_rate", "VAE: kind recognised in its reconstructions (adherence's ceiling)", "higher"),
     ("timing_silence_floor_dbfs", "timing: content = above this level (dBFS; VAE silence + 10 dB)", "-"),
     ("timing_within_second_fraction", "timing: clips ending in the requested second (+-0.25 s)", "higher"),
     ("timing_mae_s", "timing: |detected end - requested seconds_total| (s)", "lower"),
@@ -280,6 +283,8 @@ def write_summary_json(result: dict, path: Path) -> None:
         name: {k: result["figures"][name].get(k) for k in keys} for name in ("trained", "untrained")
     }
     summary["better"] = {key: better for key, _, better in FIGURES}
+    # The kinds of the held-out clips whose reconstructions the kind tagger did not recognise.
+    summary["vae_kinds_lost"] = {name: result["figures"][name].get("vae_kinds_lost") for name in ("trained", "untrained")}
     summary["timings_s"] = {k: round(v, 1) for k, v in result["timings"].items()}
     summary["prompts"] = [{"prompt": p, "seconds_total": s} for p, s in DEMO_PROMPTS]
     summary["models"] = {"autoencoder": result["autoencoder"].exported, "diffusion": result["diffusion"].exported}

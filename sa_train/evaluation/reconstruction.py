@@ -8,7 +8,7 @@ before training a diffusion model on its latents.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,24 +32,52 @@ def level_dbfs(audio: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def reconstruction_figures(vae: nn.Module, clips: Sequence[np.ndarray], downsampling: int) -> dict[str, float]:
+def reconstruction_figures(
+    vae: nn.Module,
+    clips: Sequence[np.ndarray],
+    downsampling: int,
+    kinds: Optional[Sequence[str]] = None,
+    sample_rate: int = 44100,
+) -> dict[str, float]:
     """Mean SI-SDR (dB) of ``vae``'s reconstructions of ``clips`` (each ``(channels, samples)``),
     over clips and channels, and the level (dBFS) it decodes one second of digital silence to.
+
+    With ``kinds`` (the synthetic dataset's kind of each clip: tone, chord, noise, drums), also
+    ``vae_kind_pass_rate``: the share of reconstructions that the ``synth_kind`` tagger, the one the
+    prompt-adherence figure uses, still recognises as their clip's kind. Generated audio passes
+    through the same decoder, so this is the most that diffusion training can reach on that
+    figure with this VAE; ``vae_kinds_lost`` names the kinds of the clips it missed.
 
     Clips are padded to a multiple of ``downsampling`` and the reconstruction cut back; the
     posterior mean is decoded (no sampling), as ``sa-train encode`` does.
     """
+    if kinds is not None and len(kinds) != len(clips):
+        raise ValueError(f"reconstruction_figures got {len(kinds)} kinds for {len(clips)} clips; give one per clip")
     vae = vae.eval()
-    scores = []
-    for clip in clips:
+    scores, recognised, lost = [], [], []
+    tagger = None
+    if kinds is not None:
+        from sa_train.evaluation.embedders.spectral import KIND_CLASSES, SynthKindTagger
+
+        tagger = SynthKindTagger()
+    for i, clip in enumerate(clips):
         samples = clip.shape[-1]
         padded = -(-samples // downsampling) * downsampling
         audio = torch.zeros(1, clip.shape[0], padded)
         audio[0, :, :samples] = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
         out = vae.decode(vae.encode(audio))[0, :, :samples].numpy()
         scores += [si_sdr_db(out[c], clip[c]) for c in range(clip.shape[0])]
+        if tagger is not None:
+            predicted = KIND_CLASSES[int(np.argmax(tagger.class_probabilities(out, sample_rate)))]
+            recognised.append(predicted == kinds[i])
+            if predicted != kinds[i]:
+                lost.append(kinds[i])
     channels = clips[0].shape[0] if clips else 2
-    silence = torch.zeros(1, channels, -(-44100 // downsampling) * downsampling)
+    silence = torch.zeros(1, channels, -(-sample_rate // downsampling) * downsampling)
     decoded_silence = vae.decode(vae.encode(silence))[0].numpy()
-    return {"vae_si_sdr_db": float(np.mean(scores)) if scores else float("nan"),
-            "vae_silence_dbfs": level_dbfs(decoded_silence)}
+    figures = {"vae_si_sdr_db": float(np.mean(scores)) if scores else float("nan"),
+               "vae_silence_dbfs": level_dbfs(decoded_silence)}
+    if tagger is not None:
+        figures["vae_kind_pass_rate"] = float(np.mean(recognised)) if recognised else float("nan")
+        figures["vae_kinds_lost"] = sorted(set(lost))
+    return figures

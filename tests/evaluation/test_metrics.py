@@ -156,3 +156,40 @@ def test_a_vae_that_decodes_everything_to_the_same_noise_scores_below_zero_db():
     figures = reconstruction_figures(Collapsed(), [clip], downsampling=8)
     assert figures["vae_si_sdr_db"] < -10
     assert figures["vae_silence_dbfs"] == pytest.approx(-40.0, abs=0.5)
+
+
+def test_the_kind_ceiling_counts_the_reconstructions_the_kind_tagger_still_recognises():
+    # Generated audio is decoded by the same VAE: if it turns drum hits into noise, no diffusion
+    # model can score drums as drums. A perfect VAE keeps every kind; one that decodes everything
+    # to the same noise keeps only the noise clips (2 of 8).
+    import numpy as np
+    import torch
+
+    from sa_train.data.synth import synth_example
+    from sa_train.evaluation.reconstruction import reconstruction_figures
+
+    class Perfect(torch.nn.Module):
+        def encode(self, audio):
+            return audio
+
+        def decode(self, latents):
+            return latents
+
+    class Collapsed(Perfect):
+        def decode(self, latents):
+            g = torch.Generator().manual_seed(0)
+            return 0.3 * torch.randn(latents.shape, generator=g)
+
+    examples = [synth_example(i, 3, min_seconds=1.5, max_seconds=2.0) for i in range(8)]
+    clips = [audio.T for audio, _, _ in examples]
+    kinds = [fields["kind"] for _, _, fields in examples]
+    assert sorted(set(kinds)) == ["chord", "drums", "noise", "tone"]
+
+    perfect = reconstruction_figures(Perfect(), clips, downsampling=1, kinds=kinds)
+    assert perfect["vae_kind_pass_rate"] == 1.0 and perfect["vae_kinds_lost"] == []
+    collapsed = reconstruction_figures(Collapsed(), clips, downsampling=1, kinds=kinds)
+    assert collapsed["vae_kind_pass_rate"] == pytest.approx(2 / 8)
+    assert collapsed["vae_kinds_lost"] == ["chord", "drums", "tone"]
+    assert "vae_kind_pass_rate" not in reconstruction_figures(Perfect(), clips, downsampling=1)
+    with pytest.raises(ValueError, match="3 kinds for 8 clips"):
+        reconstruction_figures(Perfect(), clips, downsampling=1, kinds=kinds[:3])

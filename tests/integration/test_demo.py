@@ -49,6 +49,7 @@ def test_the_demo_summary_shows_trained_and_untrained_and_summary_json_holds_the
     for section in ("trained", "untrained"):
         assert set(data[section]) == {key for key, _, _ in FIGURES}
         for key in ("vae_si_sdr_db", "vae_silence_dbfs", "timing_within_second_fraction", "timing_mae_s",
-                    "adherence_kind_pass_rate"):
+                    "adherence_kind_pass_rate", "vae_kind_pass_rate"):
             assert isinstance(data[section][key], float), (section, key)
+        assert set(data["vae_kinds_lost"][section]) <= {"tone", "chord", "noise", "drums"}
     assert data["timings_s"]["total"] > 0
