@@ -255,7 +255,7 @@ def _trimmed(clip):
 FIGURES = [
     ("vae_si_sdr_db", "VAE: SI-SDR of held-out clips' reconstructions (dB)", "higher"),
     ("vae_silence_dbfs", "VAE: decoded silence (dBFS)", "lower"),
-    ("vae_kind_pass_rate", "VAE: kind recognised in its reconstructions (adherence's ceiling)", "higher"),
+    ("vae_kind_pass_rate", "VAE: kind recognised in its held-out reconstructions", "higher"),
     ("timing_silence_floor_dbfs", "timing: content = above this level (dBFS; VAE silence + 10 dB)", "-"),
     ("timing_within_second_fraction", "timing: clips ending in the requested second (+-0.25 s)", "higher"),
     ("timing_mae_s", "timing: |detected end - requested seconds_total| (s)", "lower"),

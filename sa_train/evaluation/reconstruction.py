@@ -45,8 +45,9 @@ def reconstruction_figures(
     With ``kinds`` (the synthetic dataset's kind of each clip: tone, chord, noise, drums), also
     ``vae_kind_pass_rate``: the share of reconstructions that the ``synth_kind`` tagger, the one the
     prompt-adherence figure uses, still recognises as their clip's kind. Generated audio passes
-    through the same decoder, so this is the most that diffusion training can reach on that
-    figure with this VAE; ``vae_kinds_lost`` names the kinds of the clips it missed.
+    through the same decoder, so a kind the VAE loses here is one that generation is unlikely to
+    show either (an estimate on these clips, not a bound: other clips of a kind may survive);
+    ``vae_kinds_lost`` names the kinds of the clips it missed.
 
     Clips are padded to a multiple of ``downsampling`` and the reconstruction cut back; the
     posterior mean is decoded (no sampling), as ``sa-train encode`` does.
