@@ -38,7 +38,7 @@ def reconstruction_figures(
     downsampling: int,
     kinds: Optional[Sequence[str]] = None,
     sample_rate: int = 44100,
-) -> dict[str, float]:
+) -> dict:
     """Mean SI-SDR (dB) of ``vae``'s reconstructions of ``clips`` (each ``(channels, samples)``),
     over clips and channels, and the level (dBFS) it decodes one second of digital silence to.
 

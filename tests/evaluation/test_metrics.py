@@ -159,9 +159,9 @@ def test_a_vae_that_decodes_everything_to_the_same_noise_scores_below_zero_db():
 
 
 def test_vae_kind_figure_counts_the_reconstructions_the_kind_tagger_still_recognises():
-    # Generated audio is decoded by the same VAE: if it turns drum hits into noise, no diffusion
-    # model can score drums as drums. A perfect VAE keeps every kind; one that decodes everything
-    # to the same noise keeps only the noise clips (2 of 8).
+    # Generated audio is decoded by the same VAE: if it turns drum hits into noise, generated drums
+    # will likely be heard as noise too. A perfect VAE keeps every kind; one that decodes
+    # everything to the same noise keeps only the noise clips (2 of 8).
     import numpy as np
     import torch
 
