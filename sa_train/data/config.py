@@ -75,4 +75,10 @@ class DataConfig:
         min=2,
     )
     read_parallelism: int = param(0, "Ray Data tasks that decode audio; 0 = Ray decides", min=0)
+    preserve_order: bool = param(
+        True,
+        "deal the training stream's examples to the ranks in the same order on every run, so a rerun of a config "
+        "trains the same model; false hands each rank blocks as they finish decoding, near the node that reads "
+        "them (less cross-node traffic on a multi-node cluster), and runs no longer reproduce",
+    )
     prefetch_batches: int = param(2, "batches prefetched per worker", min=0)

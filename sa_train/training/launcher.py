@@ -105,6 +105,23 @@ def build_train_dataset(cfg: ExperimentConfig, tally_name: str, board_name: Opti
                                start_board=board_name)
 
 
+def train_data_config(cfg: ExperimentConfig):
+    """How Ray Train deals the training stream out to the ranks (its ``dataset_config``).
+
+    Ray Train replaces a dataset's own execution options with these, so order is set here. With
+    ``data.preserve_order`` (the default) blocks leave Ray Data in stream order and each goes to the
+    rank that has received the fewest rows so far: every rank sees the same examples in the same
+    order on every run, whichever decode task finishes first. Without it, blocks go out as they
+    finish and prefer the rank on their node, so two runs of one config train on different batches.
+    """
+    import ray.train
+
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = cfg.data.preserve_order
+    # Ray Data ignores locality hints when it preserves order; asking for none says so.
+    return ray.train.DataConfig(execution_options=options, enable_shard_locality=not cfg.data.preserve_order)
+
+
 def worker_resources(cfg: ExperimentConfig, gpu: bool) -> dict[str, float]:
     dist = cfg.distributed
     return {"CPU": dist.cpus_per_worker, **({"GPU": dist.gpus_per_worker} if gpu else {})}
@@ -226,6 +243,7 @@ def _train(cfg: ExperimentConfig, run_dir: str, gpu: bool, tracking_uri: Optiona
             callbacks=callbacks,
         ),
         datasets={"train": build_train_dataset(cfg, tally_name, board_name)},
+        dataset_config=train_data_config(cfg),
     )
     logger.info("training %s: %d %s workers, run folder %s", run_name, dist.num_workers, "GPU" if gpu else "CPU", run_dir)
     try:
