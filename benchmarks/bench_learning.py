@@ -117,8 +117,12 @@ def main() -> None:
     lost = figures["trained"].get("vae_kinds_lost")
     if lost is not None:
         cells += f"; kinds the trained VAE's reconstructions lose: {', '.join(lost) or 'none'}"
+    from sa_train.evaluation.embedders.spectral import SynthKindTagger
+
+    tagger_version = SynthKindTagger().settings["version"]  # kind figures of different versions do not compare
     record(
         f"- {time.strftime('%Y-%m-%d')} bench_learning (CPU, 2 workers, Ray + DeepSpeed ZeRO-2; "
+        f"kind tagger synth_kind v{tagger_version}; "
         f"VAE {args.autoencoder_steps} steps, U-Net {args.diffusion_steps} steps, {args.num_files} files, "
         + "".join(f"{item}, " for item in args.set) +
         f"{cpu_model()}, {os.cpu_count()} cores, load {load_at_start:.1f} at the start, {minutes:.1f} min): untrained -> trained: {cells}",
