@@ -50,12 +50,14 @@ def collect_plots(result: dict, out: Path) -> list[Path]:
 
 
 def retime(work: Path, append: bool) -> None:
-    """Re-evaluate the timing of a finished run's saved whole windows with the demo's silence floor
-    (the trained VAE's decoded silence + SILENCE_MARGIN_DB, at least -60 dBFS): for runs made
-    before the demo set that floor. The audio is not regenerated."""
+    """Re-evaluate a finished run's saved whole windows, the audio not regenerated: timing with the
+    demo's silence floor (the trained VAE's decoded silence + SILENCE_MARGIN_DB, at least -60 dBFS;
+    for runs made before the demo set that floor), and kind with the current kind tagger (for runs
+    scored by an older version)."""
     import json
 
     from sa_train.demo import SILENCE_MARGIN_DB
+    from sa_train.evaluation.embedders.spectral import SynthKindTagger
     from sa_train.evaluation.evaluate import evaluate_folder
     from sa_train.evaluation.timing import DEFAULT_ABSOLUTE_DB
 
@@ -63,13 +65,14 @@ def retime(work: Path, append: bool) -> None:
     floor = max(DEFAULT_ABSOLUTE_DB, silence + SILENCE_MARGIN_DB)
     cells = []
     for name in ("untrained", "trained"):
-        found = evaluate_folder(str(work / "generated" / name / "full_window"), embedder=None, tagger=None,
+        found = evaluate_folder(str(work / "generated" / name / "full_window"), embedder=None, tagger="synth_kind",
                                 out_dir=str(work / "generated" / name / "evaluation_retimed"), silence_floor_db=floor)
         cells.append(f"{name}: within the requested second {found['timing_within_second_fraction']:.3g}, "
-                     f"MAE {found['timing_mae_s']:.3g} s")
+                     f"MAE {found['timing_mae_s']:.3g} s, kind {found['adherence_kind_pass_rate']:.3g}")
+    version = SynthKindTagger().settings["version"]
     record(f"- {time.strftime('%Y-%m-%d')} bench_learning --retime {work.name} (the saved windows of that run, "
-           f"timing detector floor {floor:.1f} dBFS = VAE silence {silence:.1f} + {SILENCE_MARGIN_DB:g} dB): "
-           + "; ".join(cells), append=append)
+           f"timing detector floor {floor:.1f} dBFS = VAE silence {silence:.1f} + {SILENCE_MARGIN_DB:g} dB, "
+           f"kind tagger synth_kind v{version}): " + "; ".join(cells), append=append)
 
 
 def main() -> None:
@@ -86,7 +89,8 @@ def main() -> None:
                         help="a config override for both stages, after the demo's own (repeatable), e.g. "
                              "model.autoencoder.losses.stft_floor_db=-80; named in the RESULTS.md line")
     parser.add_argument("--retime", action="store_true",
-                        help="only re-evaluate the timing of WORKDIR's saved windows with the demo's silence floor")
+                        help="only re-evaluate WORKDIR's saved windows: timing with the demo's silence floor, kind with "
+                             "the current kind tagger")
     args = parser.parse_args()
     if args.retime:
         retime(Path(args.workdir).resolve(), append=not args.no_append)
