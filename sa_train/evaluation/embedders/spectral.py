@@ -87,8 +87,8 @@ class SpectralEmbedder:
 #   fraction of those peaks at integer multiples of the lowest (tone ~ 1, chord ~ 1/3)
 #   level slope over the clip in dB/s / 10 (the chord decays at ~13 dB/s)
 #   median level change between consecutive loud 20 ms frames, dB (version 2): drum hits decay
-#   by 3.4-4.9 dB per frame, a noise burst holds its level (0.1-2.0), a tone too (0-1.3), a
-#   chord's partials beat (0.3-1.5). Unlike the spectral peaks, it does not move when the
+#   by 3.4-5.1 dB per frame, a noise burst holds its level (0.1-2.3), a tone too (0-1.3), a
+#   chord's partials beat (0.3-2.6). Unlike the spectral peaks, it does not move when the
 #   kick is thinner: with the first four alone, the data's own drum patterns read as noise
 #   after a 7 dB cut below 200 Hz (16 of 16), the cut the demo's VAE makes in its
 #   reconstructions (benchmarks/README.md).
