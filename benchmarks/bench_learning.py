@@ -29,6 +29,13 @@ DEFAULT_AUTOENCODER_STEPS = 5000
 DEFAULT_DIFFUSION_STEPS = 1500
 
 
+def kind_tagger_label() -> str:
+    """The kind tagger and its version, for a RESULTS.md row: kind figures of different versions do not compare."""
+    from sa_train.evaluation.embedders.spectral import SynthKindTagger
+
+    return f"kind tagger synth_kind v{SynthKindTagger().settings['version']}"
+
+
 def collect_plots(result: dict, out: Path) -> list[Path]:
     """Loss curves of both MLflow runs and the trained/untrained timing plots, copied into ``out``."""
     from mlflow.tracking import MlflowClient
@@ -57,7 +64,6 @@ def retime(work: Path, append: bool) -> None:
     import json
 
     from sa_train.demo import SILENCE_MARGIN_DB
-    from sa_train.evaluation.embedders.spectral import SynthKindTagger
     from sa_train.evaluation.evaluate import evaluate_folder
     from sa_train.evaluation.timing import DEFAULT_ABSOLUTE_DB
 
@@ -69,10 +75,9 @@ def retime(work: Path, append: bool) -> None:
                                 out_dir=str(work / "generated" / name / "evaluation_retimed"), silence_floor_db=floor)
         cells.append(f"{name}: within the requested second {found['timing_within_second_fraction']:.3g}, "
                      f"MAE {found['timing_mae_s']:.3g} s, kind {found['adherence_kind_pass_rate']:.3g}")
-    version = SynthKindTagger().settings["version"]
     record(f"- {time.strftime('%Y-%m-%d')} bench_learning --retime {work.name} (the saved windows of that run, "
            f"timing detector floor {floor:.1f} dBFS = VAE silence {silence:.1f} + {SILENCE_MARGIN_DB:g} dB, "
-           f"kind tagger synth_kind v{version}): " + "; ".join(cells), append=append)
+           f"{kind_tagger_label()}): " + "; ".join(cells), append=append)
 
 
 def main() -> None:
@@ -121,12 +126,9 @@ def main() -> None:
     lost = figures["trained"].get("vae_kinds_lost")
     if lost is not None:
         cells += f"; kinds the trained VAE's reconstructions lose: {', '.join(lost) or 'none'}"
-    from sa_train.evaluation.embedders.spectral import SynthKindTagger
-
-    tagger_version = SynthKindTagger().settings["version"]  # kind figures of different versions do not compare
     record(
         f"- {time.strftime('%Y-%m-%d')} bench_learning (CPU, 2 workers, Ray + DeepSpeed ZeRO-2; "
-        f"kind tagger synth_kind v{tagger_version}; "
+        f"{kind_tagger_label()}; "
         f"VAE {args.autoencoder_steps} steps, U-Net {args.diffusion_steps} steps, {args.num_files} files, "
         + "".join(f"{item}, " for item in args.set) +
         f"{cpu_model()}, {os.cpu_count()} cores, load {load_at_start:.1f} at the start, {minutes:.1f} min): untrained -> trained: {cells}",

@@ -47,16 +47,23 @@ def rank_streams(cfg) -> list[list[tuple[str, int]]]:
     splits = train_data_config(cfg).configure({"train": dataset}, world_size=WORLD, worker_handles=None,
                                               worker_node_ids=None)
     seen: list[list[tuple[str, int]]] = [[] for _ in range(WORLD)]
+    errors: list[BaseException] = []
 
     def consume(rank: int) -> None:
-        for batch in splits[rank]["train"].iter_batches(batch_size=2):
-            seen[rank].extend(zip(batch["path"], (int(s) for s in batch["seconds_start"])))
+        try:
+            for batch in splits[rank]["train"].iter_batches(batch_size=2):
+                seen[rank].extend(zip(batch["path"], (int(s) for s in batch["seconds_start"])))
+        except BaseException as error:  # re-raised below: a reader's failure must fail the test
+            errors.append(error)
 
-    threads = [threading.Thread(target=consume, args=(rank,)) for rank in range(WORLD)]
+    threads = [threading.Thread(target=consume, args=(rank,), daemon=True) for rank in range(WORLD)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads), "a rank's reader hung"
+    if errors:
+        raise errors[0]
     return seen
 
 
