@@ -76,6 +76,28 @@ def test_snake_is_identity_plus_a_nonnegative_periodic_term():
     assert torch.allclose(y, x + torch.sin(x) ** 2, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["snake", "snake_beta"])
+def test_snake_without_a_graph_gives_the_same_bits_and_leaves_its_input_alone(kind):
+    """Encoding and decoding run the Snakes in place; that must not change a value or the input."""
+    from sa_train.models.autoencoder.blocks import SnakeBeta
+
+    torch.manual_seed(0)
+    snake = Snake(4) if kind == "snake" else SnakeBeta(4)
+    with torch.no_grad():
+        for p in snake.parameters():
+            p.copy_(torch.randn_like(p))
+    x = torch.randn(2, 4, 300) * 3
+    kept = x.clone()
+    with_graph = snake(x)
+    assert with_graph.requires_grad
+    with torch.no_grad():
+        in_place = snake(x)
+    assert torch.equal(in_place, with_graph.detach())
+    assert torch.equal(x, kept)
+    with_graph.sum().backward()  # the training path still reaches the parameters
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in snake.parameters())
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     vae = AutoencoderVAE(small_config())

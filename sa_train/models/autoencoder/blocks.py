@@ -29,7 +29,10 @@ class Snake(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The 1e-9 keeps the reciprocal finite if an alpha is driven to zero.
-        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+        inverse = (self.alpha + 1e-9).reciprocal()
+        if _building_graph(x, self.alpha):
+            return x + inverse * torch.sin(self.alpha * x).pow(2)
+        return (self.alpha * x).sin_().square_().mul_(inverse).add_(x)
 
 
 class SnakeBeta(nn.Module):
@@ -47,7 +50,16 @@ class SnakeBeta(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = self.alpha.exp()[None, :, None]
         beta = self.beta.exp()[None, :, None]
-        return x + (1.0 / (beta + 1e-9)) * torch.sin(x * alpha) ** 2
+        if _building_graph(x, self.alpha, self.beta):
+            return x + (1.0 / (beta + 1e-9)) * torch.sin(x * alpha) ** 2
+        return (x * alpha).sin_().square_().mul_(1.0 / (beta + 1e-9)).add_(x)
+
+
+def _building_graph(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records this call. Without a graph (encoding, decoding, sampling) the Snakes
+    compute the same expression in place, in one buffer instead of five: the same values bit for
+    bit, and the demo's decode about 35% faster on a CPU (benchmarks/README.md)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def activation(channels: int, use_snake: bool, snake_beta: bool = False) -> nn.Module:
