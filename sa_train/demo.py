@@ -217,7 +217,6 @@ def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, down
     from sa_train.evaluation.reconstruction import reconstruction_figures
     from sa_train.evaluation.timing import DEFAULT_ABSOLUTE_DB
     from sa_train.generation import Generator, write_clips, write_manifest
-    from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
 
     held_out_files = sorted((work / "data" / "held_out").glob("*.flac"))
     held_out = [soundfile.read(p, dtype="float32", always_2d=True)[0].T for p in held_out_files]
@@ -225,8 +224,9 @@ def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, down
     trained = Generator.from_exported(diffusion)
     # Untrained = the seed's initial weights. The untrained diffusion model is decoded by the
     # trained VAE, so its column shows what diffusion training bought on its own.
-    untrained = Generator(DiffusionModel(trained.cfg.model), trained.autoencoder, trained.cfg)
-    vaes = {"trained": trained.autoencoder, "untrained": build_autoencoder(trained.cfg.model)}
+    untrained_model, untrained_vae = untrained_models(trained.cfg)
+    untrained = Generator(untrained_model, trained.autoencoder, trained.cfg)
+    vaes = {"trained": trained.autoencoder, "untrained": untrained_vae}
     prompts, seconds = [p for p, _ in DEMO_PROMPTS], [s for _, s in DEMO_PROMPTS]
     vae_figures = {name: reconstruction_figures(vae, held_out, downsampling, kinds=held_out_kinds)
                    for name, vae in vaes.items()}
@@ -249,6 +249,20 @@ def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, down
             "timing_silence_floor_dbfs": floor,
         }
     return figures, wavs
+
+
+def untrained_models(cfg: ExperimentConfig) -> tuple["torch.nn.Module", "torch.nn.Module"]:
+    """The diffusion model and the VAE with the initial weights their training runs started from:
+    each task seeds torch with ``training.seed`` right before it builds its model
+    (``sa_train/training/tasks.py``), so building them here the same way gives the same weights."""
+    import torch
+
+    from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
+
+    torch.manual_seed(cfg.training.seed)
+    model = DiffusionModel(cfg.model)
+    torch.manual_seed(cfg.training.seed)
+    return model, build_autoencoder(cfg.model)
 
 
 def _trimmed(clip):
