@@ -252,17 +252,10 @@ def compare_trained_untrained(work: Path, autoencoder: str, diffusion: str, down
 
 
 def untrained_models(cfg: ExperimentConfig) -> tuple["torch.nn.Module", "torch.nn.Module"]:
-    """The diffusion model and the VAE with the initial weights their training runs started from:
-    each task seeds torch with ``training.seed`` right before it builds its model
-    (``sa_train/training/tasks.py``), so building them here the same way gives the same weights."""
-    import torch
+    """The diffusion model and the VAE with the initial weights their training runs started from."""
+    from sa_train.models.diffusion_model import initial_autoencoder, initial_diffusion_model
 
-    from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
-
-    torch.manual_seed(cfg.training.seed)
-    model = DiffusionModel(cfg.model)
-    torch.manual_seed(cfg.training.seed)
-    return model, build_autoencoder(cfg.model)
+    return initial_diffusion_model(cfg.model, cfg.training.seed), initial_autoencoder(cfg.model, cfg.training.seed)
 
 
 def _trimmed(clip):

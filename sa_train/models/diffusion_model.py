@@ -58,3 +58,18 @@ def build_autoencoder(cfg: ModelConfig) -> nn.Module:
     if cfg.autoencoder.kind != "vae":
         raise ValueError("model.autoencoder.kind is 'none': there is no autoencoder to build")
     return AutoencoderVAE(cfg.autoencoder)
+
+
+def initial_diffusion_model(cfg: ModelConfig, seed: int) -> DiffusionModel:
+    """The diffusion model with the initial weights of a run seeded with ``seed`` (``training.seed``):
+    torch's global RNG is seeded, then the model built. Every rank builds it this way (identical
+    weights), and so does the demo's untrained column."""
+    torch.manual_seed(seed)
+    return DiffusionModel(cfg)
+
+
+def initial_autoencoder(cfg: ModelConfig, seed: int) -> nn.Module:
+    """The VAE with the initial weights of an autoencoder run seeded with ``seed``, as
+    :func:`initial_diffusion_model`."""
+    torch.manual_seed(seed)
+    return build_autoencoder(cfg)

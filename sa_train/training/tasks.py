@@ -19,7 +19,12 @@ from sa_train.config import ExperimentConfig
 from sa_train.data.batch import AudioBatch
 from sa_train.diffusion.objective import loss_mask_for, v_objective_loss
 from sa_train.diffusion.schedule import TimeSampler
-from sa_train.models.diffusion_model import DiffusionModel, build_autoencoder
+from sa_train.models.diffusion_model import (
+    DiffusionModel,
+    build_autoencoder,
+    initial_autoencoder,
+    initial_diffusion_model,
+)
 from sa_train.training.deepspeed_config import resolve_precision
 from sa_train.training.engines import agree_all_finite, full_fp32_weights, make_engine, mean_across_ranks
 from sa_train.training.master_weights import master_partitions
@@ -115,8 +120,7 @@ class DiffusionTask(TrainedModelTask):
                  autoencoder: Optional[nn.Module] = None):
         self.cfg, self.device, self.rank = cfg, device, rank
         self.precision = resolve_precision(cfg, on_gpu)
-        torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank
-        model = DiffusionModel(cfg.model).to(device)
+        model = initial_diffusion_model(cfg.model, cfg.training.seed).to(device)  # the same on every rank
         self.engine = make_engine(model, cfg, cfg.training.optimizer, world_size, on_gpu)
         self.engines = {"model": self.engine}
         self._build_ema()
@@ -218,8 +222,7 @@ class AutoencoderTask(TrainedModelTask):
 
         self.cfg, self.device, self.rank = cfg, device, rank
         self.precision = resolve_precision(cfg, on_gpu)
-        torch.manual_seed(cfg.training.seed)
-        vae = build_autoencoder(cfg.model).to(device)
+        vae = initial_autoencoder(cfg.model, cfg.training.seed).to(device)  # the same on every rank
         losses_cfg = cfg.model.autoencoder.losses
         discriminator = MultiScaleSTFTDiscriminator(
             audio_channels=cfg.model.autoencoder.audio_channels,
