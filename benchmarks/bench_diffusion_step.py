@@ -126,8 +126,7 @@ def _install_phase_timers(data: bool = True) -> None:
     engine.forward = _timed("ds_forward", engine.forward)
     engine.backward = _timed("ds_backward", engine.backward)
     engine.step = _timed("ds_step", engine.step)
-    tasks.agree_all_finite = _timed("allreduce_finite", tasks.agree_all_finite)
-    tasks.mean_across_ranks = _timed("allreduce_metrics", tasks.mean_across_ranks)
+    tasks.agree_finite_means = _timed("allreduce_finite", tasks.agree_finite_means)
     tasks.DiffusionTask.micro_step = _timed("micro_step", tasks.DiffusionTask.micro_step)
     tasks.TrainedModelTask.update_ema = _timed("ema_update", tasks.TrainedModelTask.update_ema)
     if not data:
@@ -570,16 +569,15 @@ PHASE_ORDER = [
     ("data_wait", "data: wait for the next batch (Ray Data iterator)"),
     ("batch_to_tensors", "data: numpy batch -> tensors"),
     ("ds_forward", "forward: text encoder + U-Net (DDP: + loss)"),
-    ("allreduce_finite", "finite-loss all-reduce (waits for the slower rank)"),
+    ("allreduce_finite", "finite-loss + loss-mean all-reduce (waits for the slower rank)"),
     ("ds_backward", "backward + gradient reduction (ZeRO-2 / DDP)"),
     ("ds_step", "optimizer step: clip, AdamW (+ ZeRO-2 all-gather)"),
-    ("allreduce_metrics", "metrics all-reduce (loss mean)"),
     ("micro_step_rest", "rest of micro_step (noise, times, loss, lr/norm reads)"),
     ("ema_update", "EMA update (rank 0)"),
     ("log_metrics", "metrics to MLflow (every log_every steps)"),
     ("loop_rest", "rest of the loop (progress, run board, recorder)"),
 ]
-NESTED = ("ds_forward", "allreduce_finite", "ds_backward", "ds_step", "allreduce_metrics")
+NESTED = ("ds_forward", "allreduce_finite", "ds_backward", "ds_step")
 
 
 def phase_rows(t: LoopTiming) -> dict[str, tuple[float, float]]:

@@ -1,5 +1,5 @@
-"""DeepSpeed engines and what the tasks need around them: agreement on finite losses across ranks,
-and full fp32 weights under any ZeRO stage, gathered on rank 0 only."""
+"""DeepSpeed engines and what the tasks need around them: agreement on finite losses across ranks
+(with the global means of the logged losses, in the same all-reduce), and full fp32 weights under any ZeRO stage, gathered on rank 0 only."""
 
 from __future__ import annotations
 
@@ -53,30 +53,27 @@ def _offloads(config: dict) -> bool:
     return "offload_optimizer" in zero or "offload_param" in zero
 
 
-def agree_all_finite(*values: torch.Tensor) -> bool:
-    """True when every value is finite on every rank: all ranks then take the same branch."""
-    finite = all(bool(torch.isfinite(v.detach()).all()) for v in values)
-    flag = torch.tensor([1.0 if finite else 0.0])
-    if dist.is_available() and dist.is_initialized():
-        backend = dist.get_backend()
-        if backend == "nccl":
-            flag = flag.cuda()
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() > 0.5)
-
-
-def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
-    """Each value averaged over all ranks (collective: every rank calls it with the same keys), so a
-    logged loss is the global batch's, not rank 0's share."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not values:
-        return dict(values)
+def agree_finite_means(values: dict[str, torch.Tensor]) -> Optional[dict[str, float]]:
+    """Each value's mean over all ranks, or None when any value is non-finite on any rank (every rank
+    then takes the same branch and skips the step). One all-reduce does both: the finite check and the
+    global means a logged loss needs (the global batch's, not rank 0's share). Collective: every rank
+    calls it with the same keys."""
     keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    tensor /= dist.get_world_size()
-    return {k: float(v) for k, v in zip(keys, tensor.tolist())}
+    local = torch.stack([values[k].detach().float().mean().to("cpu", torch.float64) for k in keys])
+    finite = bool(torch.isfinite(local).all())
+    # [ranks with a non-finite value, then each value (0 where non-finite, so the sum stays finite)]
+    packed = torch.cat([torch.tensor([0.0 if finite else 1.0], dtype=torch.float64),
+                        torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0)])
+    world = 1
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        world = dist.get_world_size()
+        on_nccl = dist.get_backend() == "nccl"
+        reduced = packed.cuda() if on_nccl else packed
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+        packed = reduced.cpu()
+    if packed[0].item() > 0.5:
+        return None
+    return {k: float(v) / world for k, v in zip(keys, packed[1:].tolist())}
 
 
 def full_fp32_weights(engine, partitions: "MasterPartitions") -> Optional[dict[str, torch.Tensor]]:

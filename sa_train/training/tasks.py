@@ -26,7 +26,7 @@ from sa_train.models.diffusion_model import (
     initial_diffusion_model,
 )
 from sa_train.training.deepspeed_config import resolve_precision
-from sa_train.training.engines import agree_all_finite, full_fp32_weights, make_engine, mean_across_ranks
+from sa_train.training.engines import agree_finite_means, full_fp32_weights, make_engine
 from sa_train.training.master_weights import master_partitions
 from sa_train.training.random_streams import RandomStreams, stream_seed
 from sa_train.training.sharded_ema import ShardedEMA
@@ -168,15 +168,16 @@ class DiffusionTask(TrainedModelTask):
         with autocast(self.precision):
             per_example = v_objective_loss(model_fn, x0, t, noise, loss_mask)
         loss = per_example.mean()
-        if not agree_all_finite(loss):
+        global_means = agree_finite_means({"loss": loss})  # None: non-finite on some rank
+        if global_means is None:
             return StepResult(boundary=False, skipped=True)
         self.engine.backward(loss)
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
-        self._accum_loss.append(float(loss.detach()))
+        self._accum_loss.append(global_means["loss"])
         if not boundary:
             return StepResult(boundary=False)
-        metrics = mean_across_ranks({"loss": sum(self._accum_loss) / len(self._accum_loss)})
+        metrics = {"loss": sum(self._accum_loss) / len(self._accum_loss)}
         metrics["lr"] = float(self.engine.get_lr()[0])
         metrics["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         self._accum_loss.clear()
@@ -256,12 +257,12 @@ class AutoencoderTask(TrainedModelTask):
         fake = out.reconstruction
 
         # 1. Discriminator loss on detached reconstructions, once adversarial training has started.
-        d_loss, d_metrics = None, {}
+        d_loss, d_values = None, {}
         if adversarial:
             with autocast(self.precision):
                 d_losses = self.losses.discriminator_losses(real, fake.detach(), discriminator)
             d_loss = d_losses["total"].mean()
-            d_metrics = {f"disc_{k}": float(v.mean().detach()) for k, v in d_losses.items()}
+            d_values = {f"disc_{k}": v for k, v in d_losses.items()}
 
         # 2. Generator loss: spectral + KL (+ adversarial and feature matching). The discriminator's
         # weights are frozen meanwhile, so no gradient of this loss reaches them or their ZeRO hooks.
@@ -272,7 +273,9 @@ class AutoencoderTask(TrainedModelTask):
         finally:
             discriminator.requires_grad_(True)
         g_loss = g_losses["total"].mean()
-        if not agree_all_finite(g_loss, *([d_loss] if d_loss is not None else [])):
+        # One all-reduce: every rank's losses finite (else all skip), and their means over ranks.
+        global_means = agree_finite_means({**g_losses, **d_values})
+        if global_means is None:
             return StepResult(boundary=False, skipped=True)
 
         # 3. Backward both, then step both (the discriminator's weights are still those that
@@ -284,13 +287,12 @@ class AutoencoderTask(TrainedModelTask):
             self.discriminator.step()
         boundary = self.generator.is_gradient_accumulation_boundary()
         self.generator.step()
-        values = {**{k: float(v.mean().detach()) for k, v in g_losses.items()}, **d_metrics}
-        for key, value in values.items():
+        for key, value in global_means.items():
             self._accum.setdefault(key, []).append(value)
         if not boundary:
             return StepResult(boundary=False)
         self.step += 1
-        metrics = mean_across_ranks({k: sum(v) / len(v) for k, v in self._accum.items()})
+        metrics = {k: sum(v) / len(v) for k, v in self._accum.items()}
         metrics["loss"] = metrics.pop("total")
         metrics["lr"] = float(self.generator.get_lr()[0])
         metrics["grad_norm"] = float(self.generator.get_global_grad_norm() or 0.0)

@@ -77,6 +77,19 @@ def record_draws(task) -> list:
     return draws
 
 
+def record_local_losses(task) -> list:
+    """Spy on the loss each micro-step backpropagates on this rank (its own share of the batch)."""
+    losses: list = []
+    backward = task.engine.backward
+
+    def spy_backward(loss, *args, **kwargs):
+        losses.append(float(loss.detach()))
+        return backward(loss, *args, **kwargs)
+
+    task.engine.backward = spy_backward
+    return losses
+
+
 def worker(rank: int, port: int, folder: str) -> None:
     import torch.distributed as dist
 
@@ -92,8 +105,10 @@ def worker(rank: int, port: int, folder: str) -> None:
         task = build(rank)
         first_weight = next(task.engine.module.parameters()).detach().clone()
         draws = record_draws(task)
+        local_losses = record_local_losses(task)
+        logged_losses = []
         for step in range(3):
-            task.micro_step(latent_batch(step, rank))
+            logged_losses.append(task.micro_step(latent_batch(step, rank)).metrics["loss"])
             if step == 0:  # what a checkpoint after step 1 holds for this rank
                 save_rng(out / "ckpt", rank, extra=task.extra_state(), streams=task.stream_state())
                 after_first = torch.get_rng_state()
@@ -107,13 +122,23 @@ def worker(rank: int, port: int, folder: str) -> None:
         for step in (1, 2):
             resumed.micro_step(latent_batch(step, rank))
         resumed_noises = [d for name, d in resumed_draws if name == "noise"]
-        torch.save({
+        results = {
             "weight": first_weight, "noise": noises, "resumed_noise": resumed_noises,
             "cfg_state_after": task.streams["cfg_dropout"].get_state(),
             "cfg_state_resumed": resumed.streams["cfg_dropout"].get_state(),
             "mask_state_after": task.streams["loss_mask"].get_state(),
             "mask_state_resumed": resumed.streams["loss_mask"].get_state(),
-        }, out / f"rank{rank}.pt")
+            "local_losses": local_losses, "logged_losses": logged_losses,
+        }
+        # A NaN batch on rank 1 only: both ranks must skip the step (and neither engine steps).
+        bad = latent_batch(3, rank)
+        if rank == 1:
+            bad.audio[:] = float("nan")
+        before = next(resumed.engine.module.parameters()).detach().clone()
+        skipped = resumed.micro_step(bad)
+        results["nan_skipped"] = skipped.skipped and not skipped.boundary
+        results["nan_weights_kept"] = torch.equal(before, next(resumed.engine.module.parameters()).detach())
+        torch.save(results, out / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -143,3 +168,18 @@ def test_a_resumed_rank_draws_what_the_uninterrupted_run_drew(two_rank_draws):
         assert torch.equal(rank["resumed_noise"][1], rank["noise"][2])
         assert torch.equal(rank["cfg_state_resumed"], rank["cfg_state_after"])
         assert torch.equal(rank["mask_state_resumed"], rank["mask_state_after"])
+
+
+def test_the_logged_loss_is_the_mean_over_both_ranks_not_rank_0s(two_rank_draws):
+    r0, r1 = two_rank_draws
+    for step in range(3):
+        local = (r0["local_losses"][step], r1["local_losses"][step])
+        assert local[0] != pytest.approx(local[1], rel=1e-3)  # the ranks' shares differ, so the mean is seen
+        assert r0["logged_losses"][step] == pytest.approx(sum(local) / 2, rel=1e-9)
+        assert r1["logged_losses"][step] == r0["logged_losses"][step]
+
+
+def test_a_non_finite_loss_on_one_rank_skips_the_step_on_both(two_rank_draws):
+    for rank in two_rank_draws:
+        assert rank["nan_skipped"] is True
+        assert rank["nan_weights_kept"] is True

@@ -36,6 +36,9 @@ def test_deepspeed_config_is_built_from_the_typed_config():
     assert ds["bf16"]["enabled"] is True  # precision auto on GPU
     cpu = build_deepspeed_config(cfg, cfg.training.optimizer, world_size=4, on_gpu=False)
     assert cpu["bf16"]["enabled"] is False and cpu["optimizer"]["params"]["torch_adam"] is True
+    # Contiguous gradient buffers and overlapped reduction are for GPUs; on CPU they only cost time.
+    assert ds["zero_optimization"]["contiguous_gradients"] is True and ds["zero_optimization"]["overlap_comm"] is True
+    assert cpu["zero_optimization"]["contiguous_gradients"] is False and cpu["zero_optimization"]["overlap_comm"] is False
 
 
 def test_optimizer_offload_switches_to_deepspeed_cpu_adam():
@@ -243,3 +246,12 @@ def test_logged_metrics_are_means_over_the_interval_not_its_last_step():
     assert logged[1]["grad_norm"] == pytest.approx(2 * losses[250:].mean())
     assert logged[1]["loss"] != pytest.approx(losses[499])
     assert interval.take() == {}
+
+
+def test_one_rank_agrees_on_finite_losses_and_gives_their_means():
+    from sa_train.training.engines import agree_finite_means
+
+    means = agree_finite_means({"loss": torch.tensor([1.0, 3.0]), "kl": torch.tensor(0.5)})
+    assert means == {"kl": 0.5, "loss": 2.0}
+    assert agree_finite_means({"loss": torch.tensor([1.0, float("inf")]), "kl": torch.tensor(0.5)}) is None
+    assert agree_finite_means({"loss": torch.tensor(1.0), "kl": torch.tensor(float("nan"))}) is None
