@@ -59,21 +59,19 @@ def agree_finite_means(values: dict[str, torch.Tensor]) -> Optional[dict[str, fl
     global means a logged loss needs (the global batch's, not rank 0's share). Collective: every rank
     calls it with the same keys."""
     keys = sorted(values)
-    local = torch.stack([values[k].detach().float().mean().to("cpu", torch.float64) for k in keys])
-    finite = bool(torch.isfinite(local).all())
-    # [ranks with a non-finite value, then each value (0 where non-finite, so the sum stays finite)]
-    packed = torch.cat([torch.tensor([0.0 if finite else 1.0], dtype=torch.float64),
+    local = torch.stack([values[k].detach().float().mean() for k in keys]).double()  # on the values' device
+    # [1 if this rank has a non-finite value, then each value (0 where non-finite: the sum stays finite)]
+    packed = torch.cat([(~torch.isfinite(local).all()).double().reshape(1),
                         torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0)])
     world = 1
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         world = dist.get_world_size()
-        on_nccl = dist.get_backend() == "nccl"
-        reduced = packed.cuda() if on_nccl else packed
-        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-        packed = reduced.cpu()
-    if packed[0].item() > 0.5:
+        packed = packed.cuda() if dist.get_backend() == "nccl" else packed.cpu()
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    nonfinite_ranks, *sums = packed.tolist()  # the only host sync
+    if nonfinite_ranks > 0.5:
         return None
-    return {k: float(v) / world for k, v in zip(keys, packed[1:].tolist())}
+    return {k: v / world for k, v in zip(keys, sums)}
 
 
 def full_fp32_weights(engine, partitions: "MasterPartitions") -> Optional[dict[str, torch.Tensor]]:
