@@ -51,8 +51,8 @@ def build_deepspeed_config(
     zero: dict[str, Any] = {"stage": dist.zero_stage}
     if dist.zero_stage >= 2:
         # Contiguous gradients avoid fragmenting GPU memory. On CPU there is nothing to fragment, and the
-        # copy in each parameter's gradient hook was 20% of the demo U-Net's backward (the same weights
-        # either way: benchmarks/README.md, "The demo's diffusion step").
+        # copy in each parameter's gradient hook cost the demo U-Net's step 12% (bitwise-equal weights
+        # either way: benchmarks/bench_zero_cpu.py).
         zero.update(overlap_comm=on_gpu, contiguous_gradients=on_gpu, reduce_scatter=True)
     if dist.offload_optimizer == "cpu":
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}

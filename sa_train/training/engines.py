@@ -1,5 +1,6 @@
 """DeepSpeed engines and what the tasks need around them: agreement on finite losses across ranks
-(with the global means of the logged losses, in the same all-reduce), and full fp32 weights under any ZeRO stage, gathered on rank 0 only."""
+(with the losses' means over ranks, in the same all-reduce), and full fp32 weights under any ZeRO
+stage, gathered on rank 0 only."""
 
 from __future__ import annotations
 
