@@ -37,8 +37,9 @@ def test_deepspeed_config_is_built_from_the_typed_config():
     cpu = build_deepspeed_config(cfg, cfg.training.optimizer, world_size=4, on_gpu=False)
     assert cpu["bf16"]["enabled"] is False and cpu["optimizer"]["params"]["torch_adam"] is True
     # Contiguous gradient buffers and overlapped reduction are for GPUs; on CPU they only cost time.
-    assert ds["zero_optimization"]["contiguous_gradients"] is True and ds["zero_optimization"]["overlap_comm"] is True
-    assert cpu["zero_optimization"]["contiguous_gradients"] is False and cpu["zero_optimization"]["overlap_comm"] is False
+    gpu_zero, cpu_zero = ds["zero_optimization"], cpu["zero_optimization"]
+    assert gpu_zero["contiguous_gradients"] is True and gpu_zero["overlap_comm"] is True
+    assert cpu_zero["contiguous_gradients"] is False and cpu_zero["overlap_comm"] is False
 
 
 def test_optimizer_offload_switches_to_deepspeed_cpu_adam():
