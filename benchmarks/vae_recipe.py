@@ -128,6 +128,8 @@ class Recipe:
     strides: tuple = (4, 4, 8, 8)
     perceptual_weighting: bool = True
     stft_floor_db: float = -100.0  # model.autoencoder.losses.stft_floor_db
+    waveform_l1_weight: float = 0.0  # model.autoencoder.losses.waveform_l1_weight
+    waveform_l1_decay: float = 1.0  # model.autoencoder.losses.waveform_l1_decay
     initial_posterior_std: Optional[float] = None  # model.autoencoder.initial_posterior_std
     lr_schedule: str = "constant"  # training.lr_schedule.kind: 'constant' or 'cosine' (to 0 at the last step)
 
@@ -146,6 +148,8 @@ class Recipe:
             f"{ae}.losses.kl_weight={self.kl_weight}",
             f"{ae}.losses.stft_perceptual_weighting={str(self.perceptual_weighting).lower()}",
             f"{ae}.losses.stft_floor_db={self.stft_floor_db}",
+            f"{ae}.losses.waveform_l1_weight={self.waveform_l1_weight}",
+            f"{ae}.losses.waveform_l1_decay={self.waveform_l1_decay}",
             f"{ae}.losses.stft_fft_sizes=[{','.join(map(str, self.stft_fft_sizes))}]",
             f"{ae}.losses.discriminator_fft_sizes=[{','.join(map(str, self.discriminator_fft_sizes))}]",
             f"{ae}.losses.discriminator_filters={self.discriminator_filters}",
@@ -295,7 +299,7 @@ def train(recipe: Recipe, train_data: list[torch.Tensor], held_out: list[torch.T
                 nn.utils.clip_grad_norm_(discriminator.parameters(), recipe.grad_clip)
             disc_opt.step()
         discriminator.requires_grad_(False)
-        g = losses.generator_losses(real, out.reconstruction, out.kl, discriminator, adversarial)
+        g = losses.generator_losses(real, out.reconstruction, out.kl, discriminator, adversarial, step=step)
         discriminator.requires_grad_(True)
         gen_opt.zero_grad()
         g["total"].mean().backward()
@@ -362,6 +366,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--no-perceptual-weighting", action="store_true")
     p.add_argument("--stft-floor-db", type=float, default=defaults.stft_floor_db,
                    help="model.autoencoder.losses.stft_floor_db (default -100, as the demo; -60 is measured in benchmarks/README.md)")
+    p.add_argument("--waveform-l1-weight", type=float, default=defaults.waveform_l1_weight,
+                   help="model.autoencoder.losses.waveform_l1_weight (default 0, the paper's recipe)")
+    p.add_argument("--waveform-l1-decay", type=float, default=defaults.waveform_l1_decay,
+                   help="model.autoencoder.losses.waveform_l1_decay (the weight is multiplied by it every step)")
     p.add_argument("--train-files", type=int, default=48, help="synthetic training clips (seed 0), as the demo")
     p.add_argument("--held-out-files", type=int, default=8, help="synthetic held-out clips (seed 1)")
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -390,7 +398,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                         discriminator_fft_sizes=tuple(args.discriminator_fft_sizes),
                         strides=tuple(args.strides), initial_posterior_std=args.initial_posterior_std,
                         perceptual_weighting=not args.no_perceptual_weighting, stft_floor_db=args.stft_floor_db,
-                        lr_schedule=args.lr_schedule)
+                        lr_schedule=args.lr_schedule, waveform_l1_weight=args.waveform_l1_weight,
+                        waveform_l1_decay=args.waveform_l1_decay)
         print(f"training: {recipe}", flush=True)
         for when, metrics in train(recipe, train_data, held_out, args.log_every, args.eval_every):
             rows.append((f"{loss} loss", when, metrics))

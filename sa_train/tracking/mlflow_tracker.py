@@ -158,7 +158,7 @@ class RunTracker:
 
         run = self.client.get_run(self.run_id)
         keys = [k for k in run.data.metrics if k.startswith("train/") and ("loss" in k or k.split("/")[-1] in
-                ("stft", "kl", "adversarial", "feature_matching", "disc_hinge"))]
+                ("stft", "kl", "adversarial", "feature_matching", "waveform_l1", "disc_hinge"))]
         curves = {k: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, k)] for k in sorted(keys)}
         if not curves:
             return

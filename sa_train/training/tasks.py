@@ -269,7 +269,8 @@ class AutoencoderTask(TrainedModelTask):
         discriminator.requires_grad_(False)
         try:
             with autocast(self.precision):
-                g_losses = self.losses.generator_losses(real, fake, out.kl, discriminator, adversarial)
+                g_losses = self.losses.generator_losses(real, fake, out.kl, discriminator, adversarial,
+                                                         step=self.step)
         finally:
             discriminator.requires_grad_(True)
         g_loss = g_losses["total"].mean()

@@ -281,6 +281,42 @@ def test_generator_losses_give_per_example_terms_and_a_weighted_total():
     assert torch.equal(warm_up["feature_matching"], torch.zeros(2))
 
 
+def test_the_waveform_term_is_off_by_default_and_adds_its_weighted_mean_absolute_error():
+    ae_cfg = AutoencoderConfig()
+    ae_cfg.losses = small_loss_config()
+    torch.manual_seed(1)
+    real = torch.randn(2, 2, 2048) * 0.3
+    fake = real + 0.1 * torch.randn_like(real)
+    kl = torch.tensor([1.0, 2.0])
+    paper = AutoencoderLosses(ae_cfg.losses).generator_losses(real, fake, kl, None, adversarial=False)
+    assert "waveform_l1" not in paper  # the paper's recipe: STFT (+ adversarial) only
+    ae_cfg.losses.waveform_l1_weight = 2.5
+    out = AutoencoderLosses(ae_cfg.losses).generator_losses(real, fake, kl, None, adversarial=False)
+    mean_abs = torch.tensor([(fake[i] - real[i]).abs().mean().item() for i in range(2)])
+    assert torch.allclose(out["waveform_l1"], mean_abs)
+    assert torch.allclose(out["total"], paper["total"] + 2.5 * mean_abs)
+    # stable-audio-tools' `time.decay`: the weight shrinks by the decay every optimizer step.
+    ae_cfg.losses.waveform_l1_decay = 0.5
+    late = AutoencoderLosses(ae_cfg.losses).generator_losses(real, fake, kl, None, adversarial=False, step=3)
+    assert torch.allclose(late["total"], paper["total"] + 2.5 * 0.5**3 * mean_abs)
+
+
+def test_a_silent_reconstruction_of_a_tone_is_pulled_toward_it_only_by_the_waveform_term():
+    """Why the option exists: the STFT losses see magnitudes only, so an all-silent output of a
+    pure tone is a stationary point of them (zero gradient); the waveform term points at the tone."""
+    tone = 0.3 * torch.sin(2 * math.pi * 440.0 * torch.arange(8192) / 44100).expand(1, 2, -1)
+    grads = {}
+    for weight in (0.0, 1.0):
+        cfg = AutoencoderLossConfig()
+        cfg.waveform_l1_weight = weight
+        silent = torch.zeros(1, 2, 8192, requires_grad=True)
+        AutoencoderLosses(cfg).generator_losses(tone, silent, torch.zeros(1), None, adversarial=False)["total"].sum().backward()
+        grads[weight] = silent.grad.flatten()
+    assert torch.count_nonzero(grads[0.0]) == 0
+    toward_tone = torch.nn.functional.cosine_similarity(-grads[1.0], tone.flatten(), dim=0)
+    assert toward_tone > 0.8
+
+
 def test_generator_losses_weigh_a_silent_crop_like_a_real_one():
     """A batch with a crop inside a pause: its STFT term must not dwarf the real crop's."""
     ae_cfg = AutoencoderConfig()

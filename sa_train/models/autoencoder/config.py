@@ -30,6 +30,21 @@ class AutoencoderLossConfig:
         "demo's reconstructions more recognisable but let generated silence decode to noise (benchmarks/README.md)",
         max=-40.0,
     )
+    waveform_l1_weight: float = param(
+        0.0,
+        "weight of an L1 loss on the waveform (stable-audio-tools' `time` l1 loss). 0 = the paper's recipe (STFT "
+        "and adversarial losses only). The STFT losses are blind to phase and give a pure tone almost no gradient "
+        "away from a silent output; a waveform term teaches a small VAE tones and chords sooner "
+        "(benchmarks/README.md, the demo's VAE recipe)",
+        min=0,
+    )
+    waveform_l1_decay: float = param(
+        1.0,
+        "the waveform term's weight is waveform_l1_weight x decay^step (stable-audio-tools' `time.decay`, applied "
+        "per step); below 1 it helps a new VAE out of silence early and leaves the later steps to the STFT loss",
+        min=0,
+        max=1.0,
+    )
     mid_side_weight: float = param(1.0, "weight of the STFT loss on mid (L+R) and side (L-R)", min=0)
     left_right_weight: float = param(0.5, "weight of the STFT loss on left and on right each", min=0)
     kl_weight: float = param(1e-4, "weight of the KL term (paper 1e-4; public config 1e-6)", min=0)

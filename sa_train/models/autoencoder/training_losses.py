@@ -49,10 +49,11 @@ class AutoencoderLosses(nn.Module):
         )
 
     def generator_losses(self, real: torch.Tensor, fake: torch.Tensor, kl: torch.Tensor,
-                         discriminator: Optional[nn.Module], adversarial: bool) -> dict[str, torch.Tensor]:
+                         discriminator: Optional[nn.Module], adversarial: bool,
+                         step: int = 0) -> dict[str, torch.Tensor]:
         """Losses of the VAE (the generator). ``adversarial=False`` (e.g. during a warm-up) skips the
         discriminator (which may then be None) and reports zero adversarial and feature-matching
-        terms.
+        terms. ``step`` (the optimizer step) only sets the waveform term's decayed weight.
 
         Gradients also reach the discriminator's parameters unless the trainer freezes them
         (``requires_grad_(False)``) for this step or zeroes them before the discriminator's step.
@@ -72,7 +73,16 @@ class AutoencoderLosses(nn.Module):
             fm = feature_matching_loss(real_features, fake_features).float()
         kl = kl.float()
         total = stft + cfg.kl_weight * kl + cfg.adversarial_weight * adv + cfg.feature_matching_weight * fm
-        return {"stft": stft, "kl": kl, "adversarial": adv, "feature_matching": fm, "total": total}
+        losses = {"stft": stft, "kl": kl, "adversarial": adv, "feature_matching": fm}
+        if cfg.waveform_l1_weight > 0:
+            waveform = (fake.float() - real.float()).abs().flatten(1).mean(dim=1)
+            total = total + self.waveform_weight(step) * waveform
+            losses["waveform_l1"] = waveform
+        return {**losses, "total": total}
+
+    def waveform_weight(self, step: int) -> float:
+        """The waveform L1 term's weight at optimizer step ``step``: weight x decay^step."""
+        return self.cfg.waveform_l1_weight * self.cfg.waveform_l1_decay ** step
 
     def discriminator_losses(self, real: torch.Tensor, fake: torch.Tensor,
                              discriminator: nn.Module) -> dict[str, torch.Tensor]:
