@@ -310,7 +310,8 @@ def test_a_silent_reconstruction_of_a_tone_is_pulled_toward_it_only_by_the_wavef
         cfg = AutoencoderLossConfig()
         cfg.waveform_l1_weight = weight
         silent = torch.zeros(1, 2, 8192, requires_grad=True)
-        AutoencoderLosses(cfg).generator_losses(tone, silent, torch.zeros(1), None, adversarial=False)["total"].sum().backward()
+        out = AutoencoderLosses(cfg).generator_losses(tone, silent, torch.zeros(1), None, adversarial=False)
+        out["total"].sum().backward()
         grads[weight] = silent.grad.flatten()
     assert torch.count_nonzero(grads[0.0]) == 0
     toward_tone = torch.nn.functional.cosine_similarity(-grads[1.0], tone.flatten(), dim=0)

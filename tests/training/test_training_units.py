@@ -128,85 +128,84 @@ def test_rng_states_round_trip_without_pickles(tmp_path):
     assert random.random() == expected[2] and extra["time_sampler"]["num_generated"] == 8
 
 
-def test_a_single_worker_trains_with_zero0_and_no_allreduce(monkeypatch):
-    """ZeRO-1/2 over one rank only copies; a real one-rank DeepSpeed engine over gloo falls back."""
+@pytest.fixture(scope="module")
+def one_rank_group():
+    """A real one-rank gloo process group on a free port, as a Ray Train worker of one has. One per
+    module: DeepSpeed caches the groups it first sees, as a worker (one group a process) may."""
+    import os
     import socket
 
     import torch.distributed as dist
-
-    from sa_train.training.engines import make_engine
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-                       "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}.items():
-        monkeypatch.setenv(key, value)
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+           "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
     dist.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        cfg = load_config(None, BASE + ["distributed.zero_stage=2", "distributed.num_workers=1",
-                                        "training.global_batch_size=2"])
-        model = torch.nn.Linear(4, 4)
-        before = model.weight.detach().clone()
-        engine = make_engine(model, cfg, cfg.training.optimizer, world_size=1, on_gpu=False)
-        assert engine.zero_optimization_stage() == 0 and engine.enable_backward_allreduce is False
-        loss = engine(torch.randn(2, 4)).pow(2).mean()
-        engine.backward(loss)
-        engine.step()
-        assert not torch.equal(engine.module.weight.detach(), before)  # it still trains
-    finally:
-        dist.destroy_process_group()
+    yield
+    dist.destroy_process_group()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
-def test_the_autoencoder_task_decays_the_waveform_weight_by_its_optimizer_step_across_a_resume(monkeypatch):
+def test_a_single_worker_trains_with_zero0_and_no_allreduce(one_rank_group):
+    """ZeRO-1/2 over one rank only copies; a real one-rank DeepSpeed engine over gloo falls back."""
+    from sa_train.training.engines import make_engine
+
+    cfg = load_config(None, BASE + ["distributed.zero_stage=2", "distributed.num_workers=1",
+                                    "training.global_batch_size=2"])
+    model = torch.nn.Linear(4, 4)
+    before = model.weight.detach().clone()
+    engine = make_engine(model, cfg, cfg.training.optimizer, world_size=1, on_gpu=False)
+    assert engine.zero_optimization_stage() == 0 and engine.enable_backward_allreduce is False
+    loss = engine(torch.randn(2, 4)).pow(2).mean()
+    engine.backward(loss)
+    engine.step()
+    assert not torch.equal(engine.module.weight.detach(), before)  # it still trains
+
+
+def test_the_autoencoder_task_decays_the_waveform_weight_by_its_optimizer_step_across_a_resume(
+        one_rank_group, monkeypatch):
     """The waveform term's weight is weight x decay^step: the task passes its optimizer step (not
     its micro-step), and a resumed task goes on from the checkpoint's step, not from 0."""
-    import socket
-
-    import torch.distributed as dist
-
     from sa_train.data.batch import AudioBatch
     from sa_train.training.tasks import AutoencoderTask
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-                       "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}.items():
-        monkeypatch.setenv(key, value)
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        cfg = load_config(None, ["training.stage=autoencoder", "distributed.num_workers=1", "distributed.device=cpu",
-                                 "training.global_batch_size=2", "training.grad_accum_steps=2",
-                                 "model.autoencoder.losses.waveform_l1_weight=8",
-                                 "model.autoencoder.losses.waveform_l1_decay=0.5"])
-        batch = AudioBatch(torch.randn(1, 2, 2048) * 0.1, torch.ones(1, 2048, dtype=torch.bool), ["x"],
-                           torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.long))
+    cfg = load_config(None, ["training.stage=autoencoder", "distributed.num_workers=1", "distributed.device=cpu",
+                             "training.global_batch_size=2", "training.grad_accum_steps=2",
+                             "model.autoencoder.losses.waveform_l1_weight=8",
+                             "model.autoencoder.losses.waveform_l1_decay=0.5"])
+    batch = AudioBatch(torch.randn(1, 2, 2048) * 0.1, torch.ones(1, 2048, dtype=torch.bool), ["x"],
+                       torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.long))
 
-        def weights_used(task, micro_steps):
-            used = []
-            original = task.losses.generator_losses
+    def weights_used(task, micro_steps):
+        used = []
+        original = task.losses.generator_losses
 
-            def spy(*args, **kwargs):
-                used.append(task.losses.waveform_weight(kwargs.get("step", 0)))
-                return original(*args, **kwargs)
+        def spy(*args, **kwargs):
+            used.append(task.losses.waveform_weight(kwargs.get("step", 0)))
+            return original(*args, **kwargs)
 
-            monkeypatch.setattr(task.losses, "generator_losses", spy)
-            results = [task.micro_step(batch) for _ in range(micro_steps)]
-            return used, results
+        monkeypatch.setattr(task.losses, "generator_losses", spy)
+        results = [task.micro_step(batch) for _ in range(micro_steps)]
+        return used, results
 
-        task = AutoencoderTask(cfg, torch.device("cpu"), 0, 1, False)
-        used, results = weights_used(task, 4)
-        assert used == [8.0, 8.0, 4.0, 4.0]  # two micro-steps per optimizer step
-        assert [r.boundary for r in results] == [False, True, False, True]
-        assert "waveform_l1" in results[1].metrics
+    task = AutoencoderTask(cfg, torch.device("cpu"), 0, 1, False)
+    used, results = weights_used(task, 4)
+    assert used == [8.0, 8.0, 4.0, 4.0]  # two micro-steps per optimizer step
+    assert [r.boundary for r in results] == [False, True, False, True]
+    assert "waveform_l1" in results[1].metrics
 
-        resumed = AutoencoderTask(cfg, torch.device("cpu"), 0, 1, False)
-        resumed.load_extra_state(task.extra_state())
-        used, _ = weights_used(resumed, 2)
-        assert used == [2.0, 2.0]
-    finally:
-        dist.destroy_process_group()
+    resumed = AutoencoderTask(cfg, torch.device("cpu"), 0, 1, False)
+    resumed.load_extra_state(task.extra_state())
+    used, _ = weights_used(resumed, 2)
+    assert used == [2.0, 2.0]
 
 
 def test_an_export_uploaded_to_remote_storage_loads_from_there(tmp_path):
