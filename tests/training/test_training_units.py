@@ -132,7 +132,6 @@ def test_rng_states_round_trip_without_pickles(tmp_path):
 def one_rank_group():
     """A real one-rank gloo process group on a free port, as a Ray Train worker of one has. One per
     module: DeepSpeed caches the groups it first sees, as a worker (one group a process) may."""
-    import os
     import socket
 
     import torch.distributed as dist
@@ -140,18 +139,13 @@ def one_rank_group():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-           "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                           "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}.items():
+            env.setenv(key, value)
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        yield
+        dist.destroy_process_group()
 
 
 def test_a_single_worker_trains_with_zero0_and_no_allreduce(one_rank_group):
