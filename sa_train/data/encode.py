@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -259,11 +260,13 @@ class _ShardEncoder:
     """Ray Data actor: builds the encoder once on its device, then encodes whole shards."""
 
     def __init__(self, table, cfg, encoder_factory, identity, out, downsampling, shard_size, batch_size,
-                 context_frames):
+                 context_frames, threads=None):
         import ray
         import torch
 
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        if threads:  # this actor's share of the node's cores, no more than the cores it can run on
+            torch.set_num_threads(max(1, min(threads, len(os.sched_getaffinity(0)))))
         self.encode_fn = encoder_factory(self.device)
         table = resolve_table(table)
         if isinstance(table, ManifestCatalog):  # block references: each actor fetches its shards' blocks
@@ -288,6 +291,36 @@ class _ShardEncoder:
         return {"result": np.array(results, dtype=object)}
 
 
+def encode_actors(pending: int, shard_size: int, num_actors: Optional[int] = None
+                  ) -> tuple[int, Optional[int], dict[str, int]]:
+    """How many encode actors to start for ``pending`` shards of ``shard_size`` files, the torch
+    threads of each (None on GPUs) and the Ray resources each reserves.
+
+    A shard is one actor's work, so there are never more actors than pending shards. With GPUs: one
+    actor per GPU (or ``num_actors``); fewer shards than GPUs leave GPUs idle, which is logged with
+    the way out. On CPUs: one actor per CPU of the cluster (or ``num_actors``); when there are fewer
+    shards than a node has cores, each actor reserves a share of the node's cores and runs that
+    many torch threads instead of leaving the cores idle.
+    """
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        size = min(num_actors or gpus, pending)
+        if size < gpus:
+            logger.warning("encode: %d shard(s) to write for %d GPUs leave %d GPU(s) idle; a smaller "
+                           "data.latent_shard_size (now %d files) spreads the files over more shards",
+                           pending, gpus, gpus - size, shard_size)
+        return size, None, {"num_gpus": 1}
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    node_cpus = max([int(node["Resources"].get("CPU", 0)) for node in nodes] or [1])
+    if len(nodes) == 1:  # this machine (a local instance may have more logical CPUs than cores)
+        node_cpus = min(node_cpus, len(os.sched_getaffinity(0)))
+    size = max(1, min(num_actors or int(ray.cluster_resources().get("CPU", 1)), pending))
+    threads = max(1, node_cpus // size)
+    return size, threads, {"num_cpus": threads}
+
+
 def run_encode(
     cfg: DataConfig,
     encoder_factory: EncoderFactory,
@@ -302,7 +335,8 @@ def run_encode(
     """Encode ``cfg.sources`` into latent shards under ``out`` with a Ray Data actor pool.
 
     One actor per GPU when the cluster has GPUs (each builds ``encoder_factory('cuda')``), else
-    one per CPU (``encoder_factory('cpu')``). Every file is encoded whole, long ones in chunks of
+    one per CPU (``encoder_factory('cpu')``), never more than the shards to write; fewer shards
+    than cores get several torch threads each (:func:`encode_actors`). Every file is encoded whole, long ones in chunks of
     ``data.encode_chunk_samples`` with ``context_frames`` of context on each side (default
     :data:`~sa_train.data.encode_chunks.DEFAULT_CONTEXT_FRAMES`; derive it from the autoencoder
     with :func:`~sa_train.data.encode_chunks.context_frames_for`). Shards already in ``out`` are
@@ -331,9 +365,7 @@ def run_encode(
                 count - len(pending), window, chunk or "all", context)
     if pending:
         ensure_ray()
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
-        size = num_actors or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)))
+        size, threads, resources = encode_actors(len(pending), cfg.latent_shard_size, num_actors)
         if isinstance(records, ManifestCatalog):
             table = records
         else:
@@ -343,11 +375,11 @@ def run_encode(
             _ShardEncoder,
             batch_size=1,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(size, len(pending))),
+            compute=ray.data.ActorPoolStrategy(size=size),
             fn_constructor_kwargs=dict(
                 table=table, cfg=cfg, encoder_factory=encoder_factory, identity=identity, out=out,
                 downsampling=downsampling, shard_size=cfg.latent_shard_size, batch_size=batch_size,
-                context_frames=context,
+                context_frames=context, threads=threads,
             ),
             **resources,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import soundfile
@@ -49,3 +50,23 @@ class PoolingEncoderFactory:
 
         assert device in ("cpu", "cuda")
         return lambda audio: torch.cat([audio.reshape(*audio.shape[:2], -1, 1024).mean(-1)] * 2, dim=1)
+
+
+class ThreadCountingEncoderFactory(PoolingEncoderFactory):
+    """The pooling encoder, which also notes in ``folder`` (one file per encode call) how many torch
+    threads the actor encodes with."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __call__(self, device: str):
+        import torch
+
+        encode = super().__call__(device)
+
+        def counting(audio):
+            with open(os.path.join(self.folder, f"{os.getpid()}-{time.monotonic_ns()}"), "w") as f:
+                f.write(str(torch.get_num_threads()))
+            return encode(audio)
+
+        return counting

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from audio_helpers import PoolingEncoderFactory, names, write_audio
+from audio_helpers import PoolingEncoderFactory, ThreadCountingEncoderFactory, names, write_audio
 from sa_train.data.bad_files import create_bad_file_tally
 from sa_train.data.collate import AudioBatchCollate
 from sa_train.data.check import check_records
@@ -92,6 +93,22 @@ def test_encode_job_writes_shards_that_train_as_latent_crops(ray_session, corpus
     assert len(rows) == 8
     assert all(r["latents"].shape == (4, 16) and r["padding_mask"].shape == (16,) for r in rows)
     assert names(r["path"] for r in rows) == {f"tone{i}.wav" for i in range(4)}
+
+
+def test_fewer_shards_than_cores_encode_with_the_idle_cores_as_threads(ray_session, corpus, tmp_path):
+    # The suite's Ray instance has 4 logical CPUs; the machine has at least 2 cores on CI. One
+    # shard is one actor's work: it should run on every core of this machine (at most the 4 CPUs
+    # Ray has), not on one thread beside idle ones, and two shards split the cores between them.
+    cores = min(4, len(os.sched_getaffinity(0)))
+    for shard_size, actors in ((10, 1), (3, 2)):  # 5 files (one unreadable): 1 or 2 shards
+        cfg = DataConfig(sources=[corpus], window_samples=16 * 1024, latent_shard_size=shard_size, max_bad_fraction=0.5)
+        seen = tmp_path / f"threads-{shard_size}"
+        seen.mkdir()
+        summary = run_encode(cfg, ThreadCountingEncoderFactory(str(seen)), "ae-test", str(tmp_path / f"latents-{shard_size}"),
+                             downsampling=1024)
+        assert summary.examples == 4
+        threads = {int(p.read_text()) for p in seen.iterdir()}
+        assert threads == {max(1, cores // actors)}, (shard_size, threads)
 
 
 def test_a_resumed_audio_stream_continues_after_the_examples_already_seen(ray_session, corpus, tmp_path):
