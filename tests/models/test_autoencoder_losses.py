@@ -202,6 +202,58 @@ def test_stereo_loss_weights_mid_side_and_left_right():
     assert torch.all(mid_side_only > 0)
 
 
+def plain_mrstft(prediction: torch.Tensor, target: torch.Tensor, weighting: bool) -> torch.Tensor:
+    """The loss's definition written out on waveforms (batch, samples) -> (batch,): noise-normalised
+    powers with a -100 dB floor, spectral convergence against the target's level + -40 dB, L1 of
+    log magnitudes, mean over FFT_SIZES."""
+    floor, reference = 10 ** (-100 / 10), 10 ** (-40 / 10)
+    total = 0
+    for n in FFT_SIZES:
+        window = torch.hann_window(n, dtype=torch.float64)
+
+        def power(x):
+            spec = torch.stft(x.double(), n, hop_length=n // 4, window=window, center=True, pad_mode="constant",
+                              return_complex=True)
+            p = spec.abs().square() / window.square().sum()
+            if weighting:
+                p = p * a_weighting(torch.linspace(0, 22050, n // 2 + 1)).square()[:, None]
+            return p.flatten(1)
+
+        p, t = power(prediction), power(target)
+        level = (t.sum(1) + t.shape[1] * reference).sqrt()
+        convergence = ((t + floor).sqrt() - (p + floor).sqrt()).norm(dim=1) / level
+        total = total + convergence + 0.5 * ((t + floor).log() - (p + floor).log()).abs().mean(1)
+    return total / len(FFT_SIZES)
+
+
+STEREO_CASES = {
+    "stereo": lambda: (torch.randn(3, 2, 2048) * 0.3, torch.randn(3, 2, 2048) * 0.3),
+    "dual-mono target": lambda: (torch.randn(3, 2, 2048) * 0.3, (torch.randn(3, 1, 2048) * 0.3).expand(3, 2, 2048)),
+    "silent target": lambda: (torch.randn(3, 2, 2048) * 0.01, torch.zeros(3, 2, 2048)),
+    "-80 dBFS target": lambda: (torch.randn(3, 2, 2048) * 0.01, torch.randn(3, 2, 2048) * 1e-4),
+}
+
+
+@pytest.mark.parametrize("weighting", [False, True])
+@pytest.mark.parametrize("case", sorted(STEREO_CASES))
+def test_stereo_loss_and_its_gradient_are_the_definition_on_mid_side_left_and_right(case, weighting):
+    # The loss takes mid and side spectra as sums of left and right ones (the STFT is linear);
+    # it must give what the definition gives on mid (L+R), side (L-R), left and right waveforms.
+    torch.manual_seed(0)
+    fake, real = STEREO_CASES[case]()
+    fake.requires_grad_(True)
+    got = StereoSTFTLoss(FFT_SIZES, perceptual_weighting=weighting)(fake, real)
+    (grad,) = torch.autograd.grad(got.sum(), fake)
+    pl, pr, tl, tr = fake[:, 0], fake[:, 1], real[:, 0], real[:, 1]
+    expected = (0.5 * (plain_mrstft(pl + pr, tl + tr, weighting) + plain_mrstft(pl - pr, tl - tr, weighting))
+                + 0.5 * (plain_mrstft(pl, tl, weighting) + plain_mrstft(pr, tr, weighting)))
+    (expected_grad,) = torch.autograd.grad(expected.sum(), fake)
+    assert torch.allclose(got.double(), expected, rtol=1e-4)
+    assert torch.allclose(grad, expected_grad, rtol=1e-3, atol=1e-3 * expected_grad.abs().max().item())
+    assert torch.allclose(MultiResolutionSTFTLoss(FFT_SIZES, perceptual_weighting=weighting)(pl, tl).double(),
+                          plain_mrstft(pl, tl, weighting), rtol=1e-4)
+
+
 def test_stereo_loss_on_mono_is_the_plain_loss():
     torch.manual_seed(0)
     real = torch.randn(2, 1, 2048) * 0.3

@@ -71,40 +71,50 @@ class MultiResolutionSTFTLoss(nn.Module):
         self.floor_power = db_to_amplitude(floor_db) ** 2
         self.reference_power = db_to_amplitude(convergence_reference_db) ** 2
 
-    def _power(self, audio: torch.Tensor, n_fft: int) -> torch.Tensor:
-        """audio: (rows, samples) -> squared magnitudes (rows, bins, frames), noise-normalised and
-        A-weighted if configured."""
+    def spectrum(self, audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+        """audio: (rows, samples) -> complex STFT (rows, bins, frames), noise-normalised (white
+        noise of RMS a has per-bin RMS magnitude a) and A-weighted if configured. Linear in the
+        audio, so the spectrum of a sum of signals is the sum of their spectra."""
         window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
         spec = torch.stft(audio, n_fft, hop_length=n_fft // 4, window=window, center=True,
                           pad_mode="constant", return_complex=True)
-        # Power, not magnitude: sqrt has no finite gradient at an exactly silent bin.
-        power = (spec.real.square() + spec.imag.square()) / window.square().sum()
+        gain = window.square().sum().rsqrt()
         if self.perceptual_weighting:
             bins = torch.linspace(0, self.sample_rate / 2, n_fft // 2 + 1, device=audio.device)
-            power = power * a_weighting(bins).square().to(power.dtype)[:, None]
-        return power
+            return spec * (gain * a_weighting(bins).to(audio.dtype))[:, None]
+        return spec * gain
+
+    def distance(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Spectral convergence + log-magnitude L1 of one resolution.
+
+        prediction, target: spectra of :meth:`spectrum`, (batch, ...) -> (batch,)
+        """
+        batch = prediction.shape[0]
+        # Power, not magnitude: sqrt has no finite gradient at an exactly silent bin.
+        pred_power = (prediction.real.square() + prediction.imag.square()).reshape(batch, -1)
+        true_power = (target.real.square() + target.imag.square()).reshape(batch, -1)
+        # Soft floor: every magnitude is > 0, so sqrt and log have finite gradients at silence.
+        pred_mag = (pred_power + self.floor_power).sqrt()
+        true_mag = (true_power + self.floor_power).sqrt()
+        # Spectral convergence: relative error of the magnitudes (loud parts dominate); the
+        # reference level stands in for the target's when the target is near silent.
+        level = (true_power.sum(dim=1) + true_power.shape[1] * self.reference_power).sqrt()
+        convergence = torch.linalg.vector_norm(true_mag - pred_mag, dim=1) / level
+        # Log-magnitude L1: every bin above the floor counts, so quiet detail is learned too.
+        log_distance = (true_mag.log() - pred_mag.log()).abs().mean(dim=1)
+        return convergence + log_distance
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if prediction.shape != target.shape:
             raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
         batch = prediction.shape[0]
-        # STFTs in float32: half precision loses the quiet bins the log term is about.
-        pred = prediction.reshape(-1, prediction.shape[-1]).float()
-        true = target.reshape(-1, target.shape[-1]).float()
+        # STFTs in float32 (half precision loses the quiet bins the log term is about), prediction
+        # and target in one call.
+        both = torch.cat([prediction, target]).reshape(-1, prediction.shape[-1]).float()
         total = prediction.new_zeros(batch, dtype=torch.float32)
         for n_fft in self.fft_sizes:
-            pred_power = self._power(pred, n_fft).reshape(batch, -1)
-            true_power = self._power(true, n_fft).reshape(batch, -1)
-            # Soft floor: every magnitude is > 0, so sqrt and log have finite gradients at silence.
-            pred_mag = (pred_power + self.floor_power).sqrt()
-            true_mag = (true_power + self.floor_power).sqrt()
-            # Spectral convergence: relative error of the magnitudes (loud parts dominate); the
-            # reference level stands in for the target's when the target is near silent.
-            level = (true_power.sum(dim=1) + true_power.shape[1] * self.reference_power).sqrt()
-            convergence = torch.linalg.vector_norm(true_mag - pred_mag, dim=1) / level
-            # Log-magnitude L1: every bin above the floor counts, so quiet detail is learned too.
-            log_distance = (true_mag.log() - pred_mag.log()).abs().mean(dim=1)
-            total = total + convergence + log_distance
+            pred, true = self.spectrum(both, n_fft).chunk(2)
+            total = total + self.distance(pred.reshape(batch, -1), true.reshape(batch, -1))
         return total / len(self.fft_sizes)
 
 
@@ -128,11 +138,21 @@ class StereoSTFTLoss(nn.Module):
             raise ValueError(f"expected audio of shape (batch, channels, samples), got {tuple(prediction.shape)}")
         if prediction.shape[1] != 2:
             return self.stft(prediction, target)
-        pl, pr = prediction[:, 0], prediction[:, 1]
-        tl, tr = target[:, 0], target[:, 1]
-        mid_side = 0.5 * (self.stft(pl + pr, tl + tr) + self.stft(pl - pr, tl - tr))
-        left_right = self.stft(pl, tl) + self.stft(pr, tr)
-        return self.mid_side_weight * mid_side + self.left_right_weight * left_right
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
+        batch, samples = prediction.shape[0], prediction.shape[-1]
+        # The STFT is linear: the spectra of mid (L+R) and side (L-R) are sums and differences of
+        # those of left and right, so four STFTs per resolution serve all eight signals.
+        both = torch.cat([prediction, target]).reshape(-1, samples).float()
+        distance = self.stft.distance
+        total = prediction.new_zeros(batch, dtype=torch.float32)
+        for n_fft in self.stft.fft_sizes:
+            spectra = self.stft.spectrum(both, n_fft)
+            (pl, pr), (tl, tr) = (s.unbind(1) for s in spectra.reshape(2, batch, 2, *spectra.shape[1:]))
+            mid_side = 0.5 * (distance(pl + pr, tl + tr) + distance(pl - pr, tl - tr))
+            left_right = distance(pl, tl) + distance(pr, tr)
+            total = total + self.mid_side_weight * mid_side + self.left_right_weight * left_right
+        return total / len(self.stft.fft_sizes)
 
 
 def _per_example_mean(x: torch.Tensor) -> torch.Tensor:
