@@ -101,11 +101,12 @@ def test_fewer_shards_than_cores_encode_with_the_idle_cores_as_threads(ray_sessi
     # Ray has), not on one thread beside idle ones, and two shards split the cores between them.
     cores = min(4, len(os.sched_getaffinity(0)))
     for shard_size, actors in ((10, 1), (3, 2)):  # 5 files (one unreadable): 1 or 2 shards
-        cfg = DataConfig(sources=[corpus], window_samples=16 * 1024, latent_shard_size=shard_size, max_bad_fraction=0.5)
+        cfg = DataConfig(sources=[corpus], window_samples=16 * 1024, latent_shard_size=shard_size,
+                         max_bad_fraction=0.5)
         seen = tmp_path / f"threads-{shard_size}"
         seen.mkdir()
-        summary = run_encode(cfg, ThreadCountingEncoderFactory(str(seen)), "ae-test", str(tmp_path / f"latents-{shard_size}"),
-                             downsampling=1024)
+        summary = run_encode(cfg, ThreadCountingEncoderFactory(str(seen)), "ae-test",
+                             str(tmp_path / f"latents-{shard_size}"), downsampling=1024)
         assert summary.examples == 4
         threads = {int(p.read_text()) for p in seen.iterdir()}
         assert threads == {max(1, cores // actors)}, (shard_size, threads)
