@@ -29,22 +29,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.results import cpu_model, record  # noqa: E402
+from benchmarks.vae_recipe import StereoOfPlainLoss  # noqa: E402
 from sa_train.models.autoencoder.losses import MultiResolutionSTFTLoss, StereoSTFTLoss  # noqa: E402
 
 FFT_SIZES = [2048, 1024, 512, 256, 128, 64]  # the demo's model.autoencoder.losses.stft_fft_sizes
-
-
-class WaveformStereoSTFTLoss(torch.nn.Module):
-    """The baseline: the plain loss on mid, side, left and right waveforms (weights 1 and 0.5)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.plain = MultiResolutionSTFTLoss(FFT_SIZES, perceptual_weighting=True)
-
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        (pl, pr), (tl, tr) = prediction.unbind(1), target.unbind(1)
-        mid_side = 0.5 * (self.plain(pl + pr, tl + tr) + self.plain(pl - pr, tl - tr))
-        return mid_side + 0.5 * (self.plain(pl, tl) + self.plain(pr, tr))
 
 
 def main() -> None:
@@ -65,7 +53,8 @@ def main() -> None:
     vae = build_autoencoder(cfg.model)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-6)
     real = 0.3 * torch.randn(2, 2, 8192)
-    losses = {"four waveforms (before)": WaveformStereoSTFTLoss(),
+    plain = MultiResolutionSTFTLoss(FFT_SIZES, perceptual_weighting=True)
+    losses = {"four waveforms (before)": StereoOfPlainLoss(plain),
               "shared spectra": StereoSTFTLoss(FFT_SIZES, perceptual_weighting=True)}
 
     fake = (real + 0.1 * torch.randn_like(real)).requires_grad_(True)

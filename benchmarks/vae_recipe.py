@@ -107,16 +107,17 @@ class PreFixSTFTLoss(nn.Module):
         return total / len(self.fft_sizes)
 
 
-class PreFixStereoSTFTLoss(nn.Module):
-    """The stereo STFT loss (mid and side, weight 1 on their mean, left and right 0.5 each) over
-    :class:`PreFixSTFTLoss`, for comparison only.
+class StereoOfPlainLoss(nn.Module):
+    """The stereo STFT loss by its definition: a plain loss on mid (L+R) and side (L-R), weight 1 on
+    their mean, plus on left and on right, 0.5 each. Here for the pre-fix loss; bench_stft_loss
+    times it against the project's ``StereoSTFTLoss``.
 
     prediction, target: (batch, 2, samples) -> (batch,)
     """
 
-    def __init__(self, fft_sizes: Sequence[int], sample_rate: int = SAMPLE_RATE, perceptual_weighting: bool = False):
+    def __init__(self, plain: nn.Module):
         super().__init__()
-        self.plain = PreFixSTFTLoss(fft_sizes, sample_rate, perceptual_weighting)
+        self.plain = plain
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         (pl, pr), (tl, tr) = prediction.unbind(1), target.unbind(1)
@@ -279,8 +280,8 @@ def train(recipe: Recipe, train_data: list[torch.Tensor], held_out: list[torch.T
     discriminator = build_discriminator(ae_cfg)
     losses = AutoencoderLosses(ae_cfg.losses, sample_rate=SAMPLE_RATE)
     if recipe.loss == "old":
-        losses.stft = PreFixStereoSTFTLoss(ae_cfg.losses.stft_fft_sizes, SAMPLE_RATE,
-                                           ae_cfg.losses.stft_perceptual_weighting)
+        losses.stft = StereoOfPlainLoss(PreFixSTFTLoss(ae_cfg.losses.stft_fft_sizes, SAMPLE_RATE,
+                                                       ae_cfg.losses.stft_perceptual_weighting))
     opt_cfg = cfg.training.optimizer
     make = lambda params: torch.optim.AdamW(params, lr=recipe.lr, betas=(0.8, 0.99),  # noqa: E731
                                             weight_decay=opt_cfg.weight_decay, eps=opt_cfg.eps)
