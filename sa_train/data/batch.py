@@ -13,10 +13,16 @@ into typed tensors; in a Ray Train worker use it through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a batch becomes tensors, not here: Ray Data's read and crop tasks import
+# this module for its column names, and a task process that imports torch spends 1.5-3 s of CPU on
+# it while the training ranks wait for the same cores.
 
 # Column names of the rows every pipeline yields.
 AUDIO = "audio"  # (channels, samples) float32 in [-1, 1]
@@ -90,6 +96,8 @@ class AudioBatch:
         ``seconds_start``, ``seconds_total`` and optionally ``path``; values may be numpy arrays,
         lists or tensors.
         """
+        import torch
+
         if LATENTS in batch:
             values, is_latent = batch[LATENTS], True
         elif AUDIO in batch:
@@ -124,6 +132,8 @@ class AudioBatch:
 
 
 def _tensor(values: Any, dtype: torch.dtype) -> torch.Tensor:
+    import torch
+
     if isinstance(values, torch.Tensor):
         return values.to(dtype)
     array = np.asarray(values)
