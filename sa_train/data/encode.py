@@ -339,9 +339,9 @@ def run_encode(
     than cores get several torch threads each (:func:`encode_actors`). Every file is encoded
     whole, long ones in chunks of ``data.encode_chunk_samples`` with ``context_frames`` of context
     on each side (default :data:`~sa_train.data.encode_chunks.DEFAULT_CONTEXT_FRAMES`; derive it
-    from the autoencoder with :func:`~sa_train.data.encode_chunks.context_frames_for`). Shards already in ``out`` are
-    checked (format version, autoencoder) and skipped. Writes ``index.json`` at the end; raises
-    BadDataError above ``data.max_bad_fraction``.
+    from the autoencoder with :func:`~sa_train.data.encode_chunks.context_frames_for`). Shards
+    already in ``out`` are checked (format version, autoencoder) and skipped. Writes ``index.json``
+    at the end; raises BadDataError above ``data.max_bad_fraction``.
     """
     import ray
     import ray.data

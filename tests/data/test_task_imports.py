@@ -26,6 +26,7 @@ import numpy as np
 from sa_train.data.config import DataConfig
 from sa_train.data.latents import _load_latent_batch, validate_shards, window_frames_for
 from sa_train.data.pipeline import decode_rows, load_records
+import sa_train.training.run_board  # what data_start imports when a run board is named (every launch)
 
 args = json.loads(sys.argv[1])
 cfg = DataConfig(**args["cfg"])
@@ -40,11 +41,9 @@ print(json.dumps({"crops": len(crops["prompt"]), "decoded": len(columns["prompt"
 
 
 def test_latent_crops_and_audio_decoding_run_without_importing_torch(tmp_path):
-    corpus = ramp_corpus(tmp_path / "audio")
-    cfg = DataConfig(sources=[corpus], window_samples=16 * DOWN, encode_window_samples=64 * DOWN)
-    encode(cfg, str(tmp_path / "latents"))
-    args = {"sources": [corpus], "window_samples": 16 * DOWN, "encode_window_samples": 64 * DOWN,
-            "latents": str(tmp_path / "latents")}
+    args = {"sources": [ramp_corpus(tmp_path / "audio")], "window_samples": 16 * DOWN,
+            "encode_window_samples": 64 * DOWN, "latents": str(tmp_path / "latents")}
+    encode(DataConfig(**args), args["latents"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", TASK_SCRIPT, json.dumps({"cfg": args})], capture_output=True,
                           text=True, env=env, timeout=300)
